@@ -9,6 +9,7 @@ raises `ConfigError` with one line that names it and says what was expected, bef
 from __future__ import annotations
 
 import importlib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +17,24 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from raylab.registry import EXPERIMENTS
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads `1e-3` as a string; researchers write learning rates that way, so read it as a float."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                 |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                 |\.[0-9_]+(?:[eE][-+][0-9]+)?
+                 |[-+]?\.(?:inf|Inf|INF)
+                 |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def yaml_load(text: str):
+    return yaml.load(text, Loader=_Loader)
 
 
 class ConfigError(ValueError):
@@ -98,7 +117,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r}: expected key=value, with a dotted key such as problem.dim=20")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         raise ConfigError(f"override {text!r}: value {raw!r} is not valid YAML") from None
     return key.split("."), value
@@ -122,19 +141,17 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 def experiment_module(experiment: str):
-    """The module of a registered experiment, or of a user's own one named by its dotted module path."""
-    if experiment in EXPERIMENTS:
-        return importlib.import_module(EXPERIMENTS[experiment])
-    if "." in experiment:
-        try:
-            module = importlib.import_module(experiment)
-        except ImportError as err:
-            raise ConfigError(f"experiment: cannot import module {experiment!r} ({err})") from None
-        if not hasattr(module, "Config") or not hasattr(module, "run"):
-            raise ConfigError(f"experiment: module {experiment!r} defines no Config class and run function")
-        return module
-    raise ConfigError(f"experiment: unknown experiment {experiment!r}; expected one of {sorted(EXPERIMENTS)} "
-                      "or a dotted module path")
+    """The module of a registered experiment, or of a user's own one named by its module path."""
+    known = f"expected one of {sorted(EXPERIMENTS)} or an importable module path"
+    try:
+        module = importlib.import_module(EXPERIMENTS.get(experiment, experiment))
+    except ImportError as err:
+        if experiment in EXPERIMENTS or err.name not in (experiment, experiment.split(".")[0]):
+            raise  # a registered experiment, or a user's module, that fails to import: not a config problem
+        raise ConfigError(f"experiment: unknown experiment {experiment!r}; {known}") from None
+    if not hasattr(module, "Config") or not hasattr(module, "run"):
+        raise ConfigError(f"experiment: module {experiment!r} defines no Config class and run function; {known}")
+    return module
 
 
 def config_class(experiment: str) -> type[RunConfig]:
@@ -173,7 +190,7 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml_load(path.read_text())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

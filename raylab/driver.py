@@ -16,9 +16,11 @@ from raylab.results import RunContext, new_run_dir, read_config, write_config
 
 @contextlib.contextmanager
 def ray_session(cfg: RunConfig, address: str | None = None):
-    """Uses a running Ray (inside a Tune trial), joins `address`, or starts a local instance for this run."""
+    """Uses a running Ray (inside a Tune trial), joins `address` (or $RAY_ADDRESS, as set in a Ray job), or
+    starts a local instance for this run."""
     import ray
 
+    address = address or os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():
         yield
         return

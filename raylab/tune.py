@@ -102,6 +102,7 @@ def sweep(cfg: RunConfig, address: str | None = None) -> tuple[Path, dict, list[
     best = grid.get_best_result(metric=sw.metric, mode=sw.mode, scope="last") if any(
         t[sw.metric] is not None for t in trials) else None
     best_config = to_dict(trial_config(to_dict(cfg), best.config)) if best else {}
+    best_config.pop("sweep", None)
     atomic_write(out / "best_config.yaml", yaml.safe_dump(best_config, sort_keys=False).encode())
     _write_trials(out, trials, sw.metric)
     return out, best_config, trials

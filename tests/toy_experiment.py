@@ -1,0 +1,47 @@
+"""A minimal experiment for the foundation's tests: noisy SGD on f(x) = (x - target)^2 / 2.
+
+Named in YAML by its dotted path (`experiment: toy_experiment`, with tests/ on the path). `fail_at` makes the
+run raise once at that step (a marker file records that it already failed), to test resume and Tune retries.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from raylab.config import RunConfig
+from raylab.results import plot_lines
+
+
+class Config(RunConfig):
+    experiment: Literal["toy_experiment"] = "toy_experiment"
+    steps: int = Field(20, ge=1)
+    lr: float = Field(0.1, gt=0, le=1)
+    target: float = 3.0
+    noise: float = Field(0.1, ge=0)
+    fail_at: int | None = None
+
+
+def run(cfg: Config, ctx) -> dict:
+    gen = torch.Generator().manual_seed(cfg.seed)
+    x, start = torch.zeros(()), 0
+    if ctx.resume and (ckpt := ctx.load_checkpoint()):
+        start, state = ckpt
+        x = state["x"]
+        gen.set_state(state["rng"])
+        ctx.truncate_metrics(start - 1)
+    marker = ctx.path("failed-once")
+    for step in range(start, cfg.steps):
+        if cfg.fail_at == step and not marker.exists():
+            marker.write_text("1")
+            raise RuntimeError(f"planned failure at step {step}")
+        grad = (x - cfg.target) + cfg.noise * torch.randn((), generator=gen)
+        x = x - cfg.lr * grad
+        ctx.log({"loss": float(0.5 * (x - cfg.target) ** 2), "x": float(x)}, step=step)
+        if ctx.should_checkpoint(step + 1):
+            ctx.save_checkpoint({"x": x, "rng": gen.get_state()}, step + 1)
+    rows = ctx.metrics()
+    plot_lines(ctx.path("loss.png"), {"sgd": ([r["step"] for r in rows], [r["loss"] for r in rows])},
+               xlabel="step", ylabel="loss", logy=True)
+    return {"loss": float(0.5 * (x - cfg.target) ** 2), "x": float(x)}
