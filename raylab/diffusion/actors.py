@@ -1,0 +1,118 @@
+"""Decoder actors: a pool of Ray actors that batch incoming decode requests (dynamic batching).
+
+    pool = DecoderPool(functools.partial(TinyMDLM.load, "assets/tiny_mdlm"), num_actors=2,
+                       defaults=dict(method="freedave", gen_length=12, block_length=12, draft_steps=8,
+                                     mask_token_id=11))
+    refs = [pool.submit(prompt) for prompt in prompts]      # one request per prompt (a 1-D LongTensor)
+    results = ray.get(refs)                                  # dicts: sequence, nfe, decode_step, batch_size
+    pool.shutdown()
+
+Each actor is an asyncio actor: requests queue up while it decodes, and the next batch takes up to `max_batch`
+waiting requests (after waiting at most `max_wait_s` for more) that share a prompt length and decoding options.
+Every sequence of a batch decodes exactly as it would alone (see the decoding tests), so batching changes
+speed, never answers. The pool deals requests to its actors in turn.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Callable
+
+import ray
+import torch
+
+from raylab.diffusion.decoding import generate
+
+
+class DecoderActor:
+    """Holds one model; `decode` calls are gathered into batches by a background loop."""
+
+    def __init__(self, load_model: Callable[[], Callable], defaults: dict, max_batch: int, max_wait_s: float,
+                 threads: int | None = None):
+        if threads:
+            torch.set_num_threads(threads)
+        self.model, self.defaults = load_model(), dict(defaults)
+        self.max_batch, self.max_wait_s = max_batch, max_wait_s
+        self.queue: asyncio.Queue | None = None
+        self.batches: list[int] = []
+
+    async def decode(self, prompt_ids: torch.Tensor, options: dict | None = None) -> dict:
+        if self.queue is None:
+            self.queue = asyncio.Queue()
+            asyncio.get_running_loop().create_task(self._serve())
+        kwargs = {**self.defaults, **(options or {})}
+        done = asyncio.get_running_loop().create_future()
+        await self.queue.put((prompt_ids, kwargs, done))
+        return await done
+
+    def batch_sizes(self) -> list[int]:
+        return list(self.batches)
+
+    async def _serve(self) -> None:
+        waiting: list = []
+        while True:
+            if not waiting:
+                waiting.append(await self.queue.get())
+            deadline = asyncio.get_running_loop().time() + self.max_wait_s
+            while len(waiting) < self.max_batch and (left := deadline - asyncio.get_running_loop().time()) > 0:
+                try:
+                    waiting.append(await asyncio.wait_for(self.queue.get(), left))
+                except asyncio.TimeoutError:
+                    break
+            key = _batch_key(waiting[0])
+            batch = [r for r in waiting if _batch_key(r) == key][: self.max_batch]
+            waiting = [r for r in waiting if all(r is not b for b in batch)]
+            self._run(batch)
+            await asyncio.sleep(0)  # let requests that arrived while decoding join the queue
+
+    def _run(self, batch: list) -> None:
+        prompts = torch.stack([r[0] for r in batch])
+        try:
+            out = generate(self.model, prompts, **batch[0][1])
+        except Exception as err:  # every caller of the batch gets the error, the actor keeps serving
+            for *_, done in batch:
+                done.set_exception(err)
+            return
+        self.batches.append(len(batch))
+        for i, (*_, done) in enumerate(batch):
+            done.set_result({"sequence": out.sequences[i], "nfe": int(out.nfe[i]),
+                             "decode_step": out.decode_step[i], "batch_size": len(batch)})
+
+
+def _batch_key(request) -> tuple:
+    prompt, kwargs, _ = request
+    return prompt.shape, tuple(sorted(kwargs.items()))
+
+
+class DecoderPool:
+    """`num_actors` DecoderActors, each with `num_cpus` CPUs (and `num_gpus` GPUs)."""
+
+    def __init__(self, load_model: Callable[[], Callable], num_actors: int = 1, defaults: dict | None = None,
+                 max_batch: int = 16, max_wait_s: float = 0.005, num_cpus: float = 1, num_gpus: float = 0,
+                 threads: int | None = 1):
+        if num_actors < 1:
+            raise ValueError(f"num_actors: must be >= 1, got {num_actors}")
+        if max_batch < 1:
+            raise ValueError(f"max_batch: must be >= 1, got {max_batch}")
+        actor = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_concurrency=max(1000, 4 * max_batch))
+        self.actors = [actor(DecoderActor).remote(load_model, defaults or {}, max_batch, max_wait_s, threads)
+                       for _ in range(num_actors)]
+        self.sent = 0
+
+    def submit(self, prompt_ids: torch.Tensor, **options) -> ray.ObjectRef:
+        """Queues one prompt (1-D) for decoding; `options` override the pool's generate() defaults."""
+        if prompt_ids.ndim != 1:
+            raise ValueError(f"prompt_ids: submit one prompt as a 1-D tensor, got shape {tuple(prompt_ids.shape)}")
+        actor = self.actors[self.sent % len(self.actors)]
+        self.sent += 1
+        return actor.decode.remote(prompt_ids, options)
+
+    def decode(self, prompts: torch.Tensor, **options) -> list[dict]:
+        """Decodes every row of `prompts` through the pool and returns the results in order."""
+        return ray.get([self.submit(p, **options) for p in prompts])
+
+    def batch_sizes(self) -> list[int]:
+        return [n for a in self.actors for n in ray.get(a.batch_sizes.remote())]
+
+    def shutdown(self) -> None:
+        for a in self.actors:
+            ray.kill(a)

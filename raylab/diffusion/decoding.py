@@ -1,0 +1,273 @@
+"""Decoding for masked diffusion language models: static, parallel (threshold) and FreeDave. Pure torch.
+
+    from raylab.diffusion import generate
+    out = generate(model, prompt_ids, method="freedave", gen_length=16, block_length=8, draft_steps=8,
+                   mask_token_id=model.mask_token_id)
+    out.sequences, out.nfe, out.tokens_per_nfe, out.decode_step
+
+The answer (`gen_length` masked tokens after the prompt) is decoded block by block (semi-autoregressive): a step
+only fills masked tokens of the first block that still has one.
+
+- static: each forward fills the single most confident masked token (confidence = max softmax probability;
+  ties go to the lowest position, and the argmax token to the lowest id, the same rule everywhere).
+- parallel: each forward fills every masked token of the block whose confidence exceeds `threshold`, at least
+  the most confident one. Fewer forwards, but not the static output (lossy).
+- freedave: from the logits of state s, draft j fills the j most confident masked tokens of the block with their
+  argmax (draft 1 is the static successor of s). One batched forward over the drafts of every sequence gives
+  each draft's own static successor; sequence b accepts drafts 1..a_b while draft j+1 equals the successor of
+  draft j, and keeps the logits of its last accepted draft for the next round. The output is the static output
+  token for token, in between 1/k and 1 times static's forwards.
+
+Model contract: `model(input_ids)` (full attention) or `model(input_ids, attention_mask)` (block-causal, a bool
+(N, T, T) tensor, True where a query may attend a key) returning logits (N, T, V), or an object with `.logits`.
+`shifted_logits=True` is for Dream-style models whose logits at i predict token i+1. With block-causal attention
+and a model that implements `forward_cached`, `use_cache=True` keeps the keys and values of the prompt and of
+finished blocks (`raylab.diffusion.cache`); the output is the same as without the cache.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import torch
+
+Method = Literal["static", "parallel", "freedave"]
+
+
+@dataclass
+class DecodeResult:
+    sequences: torch.Tensor     # (B, P + G) prompt followed by the decoded answer
+    nfe: torch.Tensor           # (B,) forward passes each sequence took part in
+    decode_step: torch.Tensor   # (B, G) the forward (1-based, per sequence) whose logits fixed each answer token
+    forward_calls: int          # batched model calls made (a verification round over B x k drafts is one call)
+
+    @property
+    def gen_length(self) -> int:
+        return self.decode_step.shape[1]
+
+    @property
+    def tokens_per_nfe(self) -> float:
+        """Answer tokens per forward pass, averaged over the batch (the paper's throughput over NFEs)."""
+        return float(self.gen_length / self.nfe.double().mean())
+
+
+def check_inputs(prompt_ids: torch.Tensor, *, gen_length: int, block_length: int, draft_steps: int,
+                 threshold: float, mask_token_id: int, vocab_size: int | None, max_length: int | None,
+                 shifted_logits: bool, method: str, attention: str) -> None:
+    """One-line ValueErrors naming the bad argument, raised before any forward pass."""
+    if method not in ("static", "parallel", "freedave"):
+        raise ValueError(f"method: {method!r} is not one of 'static', 'parallel', 'freedave'")
+    if attention not in ("full", "block_causal"):
+        raise ValueError(f"attention: {attention!r} is not one of 'full', 'block_causal'")
+    if prompt_ids.ndim != 2 or prompt_ids.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"prompt_ids: expected an integer tensor of shape (batch, length), got "
+                         f"{tuple(prompt_ids.shape)} {prompt_ids.dtype}")
+    if gen_length < 1:
+        raise ValueError(f"gen_length: must be >= 1, got {gen_length}")
+    if block_length < 1 or gen_length % block_length:
+        raise ValueError(f"block_length: {block_length} does not divide gen_length {gen_length}")
+    if draft_steps < 1:
+        raise ValueError(f"draft_steps: must be >= 1, got {draft_steps}")
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold: must be in (0, 1], got {threshold}")
+    if mask_token_id < 0 or (vocab_size is not None and mask_token_id >= vocab_size):
+        raise ValueError(f"mask_token_id: {mask_token_id} is outside the vocabulary (size {vocab_size})")
+    if vocab_size is not None and prompt_ids.numel() and (prompt_ids.min() < 0 or prompt_ids.max() >= vocab_size):
+        raise ValueError(f"prompt_ids: token ids must lie in [0, {vocab_size}), got "
+                         f"[{int(prompt_ids.min())}, {int(prompt_ids.max())}]")
+    if (prompt_ids == mask_token_id).any():
+        raise ValueError(f"prompt_ids: the prompt contains the mask token {mask_token_id}")
+    if max_length is not None and prompt_ids.shape[1] + gen_length > max_length:
+        raise ValueError(f"prompt_ids: prompt length {prompt_ids.shape[1]} + gen_length {gen_length} exceeds the "
+                         f"model's context of {max_length} tokens")
+    if shifted_logits and prompt_ids.shape[1] < 1:
+        raise ValueError("prompt_ids: shifted logits need a prompt of at least one token")
+
+
+def model_limits(model) -> tuple[int | None, int | None]:
+    """(vocab size, context length) when the model says them (attributes, or a Hugging Face config)."""
+    cfg = getattr(model, "config", None)
+    vocab = getattr(model, "vocab_size", None) or getattr(cfg, "vocab_size", None)
+    ctx = getattr(model, "max_length", None) or getattr(cfg, "max_position_embeddings", None)
+    return vocab, ctx
+
+
+def block_causal_mask(prompt_len: int, gen_length: int, block_length: int, device=None) -> torch.Tensor:
+    """(T, T) bool: a query sees keys of its own and earlier blocks; the prompt is block 0, answer block b is b+1."""
+    pos = torch.arange(prompt_len + gen_length, device=device)
+    blk = torch.where(pos < prompt_len, 0, (pos - prompt_len) // block_length + 1)
+    return blk[None, :] <= blk[:, None]
+
+
+class Forward:
+    """Calls the model on full sequences and returns aligned answer logits (N, G, V) (logits[:, i] is for answer
+    token i). Counts batched calls."""
+
+    def __init__(self, model: Callable, prompt_len: int, gen_length: int, block_length: int, mask_token_id: int,
+                 attention: str, shifted_logits: bool):
+        self.model, self.prompt_len, self.mask_token_id = model, prompt_len, mask_token_id
+        self.shifted = shifted_logits
+        self.mask = (block_causal_mask(prompt_len, gen_length, block_length) if attention == "block_causal"
+                     else None)
+        self.calls = 0
+
+    def __call__(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.mask is None:
+            out = self.model(x)
+        else:
+            out = self.model(x, self.mask.to(x.device).expand(x.shape[0], -1, -1))
+        logits = out.logits if hasattr(out, "logits") else (out[0] if isinstance(out, tuple) else out)
+        if logits.shape[-1] <= self.mask_token_id:
+            raise ValueError(f"mask_token_id: {self.mask_token_id} is outside the vocabulary "
+                             f"(size {logits.shape[-1]})")
+        start = self.prompt_len - 1 if self.shifted else self.prompt_len
+        return logits[:, start:start + x.shape[1] - self.prompt_len]
+
+
+def scores(logits: torch.Tensor, answer: torch.Tensor, block_length: int, mask_token_id: int):
+    """For answer tokens `answer` (N, G) and their logits: (log-confidence with -inf where not decodable now,
+    argmax token). Decodable = masked and in the first block that still has a mask."""
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    logits = logits.clone()
+    logits[..., mask_token_id] = -torch.inf  # predicting the mask would leave the position masked forever
+    logp, token = torch.log_softmax(logits, dim=-1).max(dim=-1)
+    masked = answer == mask_token_id
+    block = torch.arange(answer.shape[1], device=answer.device) // block_length
+    first = torch.where(masked, block, block.max() + 1).min(dim=1, keepdim=True).values
+    decodable = masked & (block[None, :] == first)
+    return torch.where(decodable, logp, -torch.inf), token
+
+
+def ranking(conf: torch.Tensor) -> torch.Tensor:
+    """Positions by confidence, highest first; equal confidences keep position order (stable sort)."""
+    return torch.sort(conf, dim=1, descending=True, stable=True).indices
+
+
+def static_step(answer, logits, block_length, mask_token_id):
+    """The static successor: the single most confident decodable token filled with its argmax."""
+    conf, token = scores(logits, answer, block_length, mask_token_id)
+    pos = ranking(conf)[:, :1]
+    return answer.scatter(1, pos, token.gather(1, pos))
+
+
+def generate(model: Callable, prompt_ids: torch.Tensor, *, method: Method = "freedave", gen_length: int,
+             block_length: int | None = None, draft_steps: int = 4, threshold: float = 0.9, mask_token_id: int,
+             shifted_logits: bool = False, attention: str = "full", use_cache: bool = False,
+             vocab_size: int | None = None, max_length: int | None = None) -> DecodeResult:
+    """Decodes `gen_length` tokens after each prompt in the batch (see the module docstring)."""
+    if prompt_ids.ndim == 1:
+        prompt_ids = prompt_ids[None]
+    block_length = block_length or gen_length
+    vocab, ctx = model_limits(model)
+    check_inputs(prompt_ids, gen_length=gen_length, block_length=block_length, draft_steps=draft_steps,
+                 threshold=threshold, mask_token_id=mask_token_id, vocab_size=vocab_size or vocab,
+                 max_length=max_length or ctx, shifted_logits=shifted_logits, method=method, attention=attention)
+    if use_cache:
+        if attention != "block_causal" or shifted_logits:
+            raise ValueError("use_cache: the exact prefix cache needs attention='block_causal' and aligned logits")
+        from raylab.diffusion.cache import CachedForward
+        forward = CachedForward(model, prompt_ids, gen_length, block_length, mask_token_id)
+    else:
+        forward = Forward(model, prompt_ids.shape[1], gen_length, block_length, mask_token_id, attention,
+                          shifted_logits)
+    B, P = prompt_ids.shape
+    answer = torch.full((B, gen_length), mask_token_id, dtype=prompt_ids.dtype, device=prompt_ids.device)
+    state = _State(prompt_ids, answer, forward, block_length, mask_token_id)
+    with torch.no_grad():
+        if method == "freedave":
+            _freedave(state, draft_steps)
+        else:
+            _one_forward_per_step(state, threshold if method == "parallel" else None)
+    return DecodeResult(torch.cat([prompt_ids, state.answer], dim=1), state.nfe, state.step, forward.calls)
+
+
+class _State:
+    """The batch being decoded: answers, per-sequence forward counts and the step that fixed each token."""
+
+    def __init__(self, prompt_ids, answer, forward, block_length, mask_token_id):
+        self.prompt, self.answer, self.forward = prompt_ids, answer, forward
+        self.L, self.mask_id = block_length, mask_token_id
+        self.nfe = torch.zeros(answer.shape[0], dtype=torch.long, device=answer.device)
+        self.step = torch.zeros_like(answer)
+
+    def active(self) -> torch.Tensor:
+        return (self.answer == self.mask_id).any(dim=1).nonzero().squeeze(1)
+
+
+def _one_forward_per_step(s: _State, threshold: float | None) -> None:
+    """Static (threshold None) and parallel decoding: one forward, then fill one / all confident tokens."""
+    while len(rows := s.active()):
+        answer = s.answer[rows]
+        logits = _call(s, rows, answer)
+        _commit(s, torch.arange(len(rows), device=rows.device))
+        s.nfe[rows] += 1
+        conf, token = scores(logits, answer, s.L, s.mask_id)
+        fill = torch.zeros_like(answer, dtype=torch.bool).scatter(1, ranking(conf)[:, :1], True)
+        if threshold is not None:
+            fill |= conf.exp() > threshold
+        s.answer[rows] = torch.where(fill, token, answer)
+        s.step[rows] = torch.where(fill, s.nfe[rows, None], s.step[rows])
+
+
+def _freedave(s: _State, k: int) -> None:
+    """Draft k static states from one forward, verify all drafts of all sequences in the next forward."""
+    k = min(k, s.L)  # drafts stay inside the current block
+    rows = s.active()
+    logits = _call(s, rows, s.answer[rows])
+    _commit(s, torch.arange(len(rows), device=rows.device))
+    s.nfe[rows] += 1
+    while len(rows):
+        answer = s.answer[rows]
+        conf, token = scores(logits, answer, s.L, s.mask_id)
+        order = ranking(conf)[:, :k]                                        # (R, k)
+        n_drafts = torch.isfinite(conf).sum(dim=1).clamp(max=k)             # m_r
+        rank = torch.full_like(answer, k).scatter(1, order, torch.arange(k, device=answer.device).expand_as(order))
+        j = torch.arange(k, device=answer.device)
+        drafts = torch.where(rank[:, None, :] <= j[None, :, None], token[:, None, :], answer[:, None, :])  # (R,k,G)
+        valid = j[None, :] < n_drafts[:, None]
+        finished = ~(drafts == s.mask_id).any(dim=2)
+        # the new token of draft 1 was fixed by the last forward; the others are checked by the next one
+        first = rank == 0
+        s.step[rows] = torch.where(first, s.nfe[rows, None], s.step[rows])
+        verify = valid & ~finished
+        r_idx, j_idx = verify.nonzero(as_tuple=True)
+        accepted = torch.ones_like(n_drafts)
+        next_logits = None
+        if len(r_idx):
+            draft_logits = _call(s, rows[r_idx], drafts[r_idx, j_idx])
+            s.nfe[rows[verify.any(dim=1)]] += 1
+            successor = static_step(drafts[r_idx, j_idx], draft_logits, s.L, s.mask_id)
+            # ok[r, j] : draft j+1 equals the static successor of draft j (j = 0 .. k-2)
+            ok = torch.zeros(len(rows), k, dtype=torch.bool, device=answer.device)
+            nxt = (j_idx + 1).clamp(max=k - 1)
+            ok[r_idx, j_idx] = (successor == drafts[r_idx, nxt]).all(dim=1) & (j_idx + 1 < n_drafts[r_idx])
+            accepted = 1 + ok[:, :-1].long().cumprod(dim=1).sum(dim=1)
+            where = torch.full((len(rows), k), -1, dtype=torch.long, device=answer.device)
+            where[r_idx, j_idx] = torch.arange(len(r_idx), device=answer.device)
+            next_logits = draft_logits, where
+        last = drafts[torch.arange(len(rows), device=rows.device), accepted - 1]
+        newly = (rank >= 1) & (rank < accepted[:, None])
+        s.step[rows] = torch.where(newly, s.nfe[rows, None], s.step[rows])
+        s.answer[rows] = last
+        going = (last == s.mask_id).any(dim=1)
+        if next_logits is None or not going.any():
+            break
+        draft_logits, where = next_logits
+        kept = where[torch.arange(len(rows), device=rows.device), accepted - 1][going]
+        _commit(s, kept)
+        logits = draft_logits[kept]
+        rows = rows[going]
+
+
+def _call(s: _State, rows: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
+    """One forward pass over `answers`, each the answer of sequence `rows[i]` (drafts share their sequence)."""
+    return s.forward(torch.cat([s.prompt[rows], answers], dim=1), rows)
+
+
+def _commit(s: _State, index: torch.Tensor) -> None:
+    """Rows `index` of the last forward became their sequences' states (a prefix cache keeps their finished
+    blocks; the plain forward has nothing to keep)."""
+    if hasattr(s.forward, "commit"):
+        s.forward.commit(index)

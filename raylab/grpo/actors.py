@@ -1,0 +1,82 @@
+"""Ray actors of GRPO: thin wrappers that hold a rollout backend or a learner; the work is in the cores.
+
+    workers = build_rollout_workers(2, "hf", "assets/tiny_policy", sampling, cpus=1)
+    learner = build_learner("assets/tiny_policy", cpus=1, lr=1e-4)
+    blob = ray.put(ray.get(learner.export_weights.remote()))
+    ray.get([w.load_weights.remote(blob) for w in workers])      # every worker gets the new weights
+
+`ray.remote(...)` is applied here, with the CPUs and GPUs the config asks for.
+"""
+from __future__ import annotations
+
+import ray
+import torch
+
+from raylab.grpo.learner import Learner
+from raylab.grpo.rollout.common import SamplingConfig, make_rollout, pack_weights
+
+
+def _use_cpus(cpus: float) -> None:
+    # Ray sets OMP_NUM_THREADS for an actor; torch's intra-op pool must match so actors do not oversubscribe
+    torch.set_num_threads(max(1, int(cpus)))
+
+
+class RolloutWorker:
+    """One rollout engine (hf or vllm) and the version of the weights it holds."""
+
+    def __init__(self, backend: str, model: str, sampling: SamplingConfig, seed: int, cpus: float,
+                 options: dict | None = None):
+        _use_cpus(cpus)
+        self.backend = make_rollout(backend, model, seed=seed, **(options or {}))
+        self.sampling = sampling
+        self.weights_version = 0
+
+    def generate(self, prompts: list[str], seed: int, sampling: SamplingConfig | None = None):
+        return self.backend.generate(prompts, sampling or self.sampling, seed)
+
+    def load_weights(self, blob: bytes, version: int) -> int:
+        self.backend.load_weights(blob)
+        self.weights_version = version
+        return version
+
+    def score(self, prompt_ids: list[int], completion_ids: list[int]) -> list[float]:
+        return self.backend.score(prompt_ids, completion_ids, self.sampling.temperature)
+
+
+class LearnerWorker:
+    """The learner's model, optimizer and reference model, living in one actor (on a GPU when given one)."""
+
+    def __init__(self, model: str, cpus: float, options: dict):
+        _use_cpus(cpus)
+        self.learner = Learner(model, **options)
+
+    def train_step(self, prompt_ids, completion_ids, advantages, rollout_logprobs=None) -> dict:
+        return self.learner.train_step(prompt_ids, completion_ids, advantages, rollout_logprobs)
+
+    def sequence_kl(self, prompt_ids, completion_ids) -> list[float]:
+        return self.learner.sequence_kl(prompt_ids, completion_ids)
+
+    def logprobs(self, prompt_ids, completion_ids) -> list[list[float]]:
+        logp, mask = self.learner.logprobs(prompt_ids, completion_ids)
+        return [row[m.bool()].tolist() for row, m in zip(logp, mask)]
+
+    def export_weights(self) -> bytes:
+        return pack_weights(self.learner.export_weights())
+
+    def state_dict(self) -> dict:
+        return self.learner.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.learner.load_state_dict(state)
+
+
+def build_rollout_workers(count: int, backend: str, model: str, sampling: SamplingConfig, *, cpus: float,
+                          gpus: float = 0.0, seed: int = 0, options: dict | None = None) -> list:
+    """`count` rollout actors, each with its own seed offset so their samples differ."""
+    cls = ray.remote(num_cpus=cpus, num_gpus=gpus)(RolloutWorker)
+    return [cls.remote(backend, model, sampling, seed + 7919 * (i + 1), max(cpus, 1), options)
+            for i in range(count)]
+
+
+def build_learner(model: str, *, cpus: float, gpus: float = 0.0, options: dict | None = None):
+    return ray.remote(num_cpus=cpus, num_gpus=gpus)(LearnerWorker).remote(model, max(cpus, 1), options or {})

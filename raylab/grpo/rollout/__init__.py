@@ -1,0 +1,12 @@
+"""Rollout backends: they sample K completions per prompt and take new policy weights in place.
+
+    hf    transformers `generate` (`raylab.grpo.rollout.hf.HFRollout`), runs anywhere torch runs
+    vllm  vLLM's engine (`raylab.grpo.rollout.vllm.VLLMRollout`); vllm is imported only when one is built
+
+Both return `Completion` records with the sampling log-prob of every generated token, take weights as
+`pack_weights` bytes (a `torch.save`d state dict with Hugging Face names), and score a fixed completion with
+`score`, which is how the weight-sync tests compare them with the learner.
+"""
+from raylab.grpo.rollout.common import BACKENDS, Completion, SamplingConfig, make_rollout, pack_weights, unpack_weights
+
+__all__ = ["BACKENDS", "Completion", "SamplingConfig", "make_rollout", "pack_weights", "unpack_weights"]

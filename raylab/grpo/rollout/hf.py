@@ -1,0 +1,64 @@
+"""The `hf` rollout backend: Hugging Face `generate` on a causal LM, sampling K completions per prompt.
+
+    rollout = HFRollout("assets/tiny_policy", seed=0)
+    completions = rollout.generate(["12+7="], SamplingConfig(num_generations=8, max_new_tokens=8), seed=1)
+    rollout.load_weights(pack_weights(learner_state_dict))      # new policy weights, in place
+
+Each completion keeps the log-prob of its sampled tokens under the sampling distribution (softmax of the
+temperature-scaled logits), which the trainer compares with the learner's recomputed log-probs.
+"""
+from __future__ import annotations
+
+import torch
+
+from raylab.grpo.policy import load_policy, load_tokenizer, pad_sequences, token_logprobs
+from raylab.grpo.rollout.common import Completion, SamplingConfig, unpack_weights
+
+
+class HFRollout:
+    def __init__(self, model: str, seed: int = 0, dtype: str = "float32", device: str = "cpu"):
+        self.tokenizer = load_tokenizer(model)
+        self.tokenizer.padding_side = "left"  # generation continues every prompt from its last real token
+        self.device = torch.device(device)
+        self.model = load_policy(model, dtype=getattr(torch, dtype)).to(self.device).eval()
+        self.seed = seed
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], sampling: SamplingConfig, seed: int) -> list[Completion]:
+        """K = sampling.num_generations completions for each prompt, prompt by prompt in order."""
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
+        torch.manual_seed(self.seed * 1_000_003 + seed)
+        sample = sampling.temperature > 0  # temperature 0 means greedy decoding
+        out = self.model.generate(**enc, do_sample=sample, temperature=sampling.temperature if sample else None,
+                                  top_p=sampling.top_p if sample else None, top_k=0 if sample else None,
+                                  max_new_tokens=sampling.max_new_tokens,
+                                  num_return_sequences=sampling.num_generations, output_scores=True,
+                                  return_dict_in_generate=True, pad_token_id=self.tokenizer.pad_token_id,
+                                  eos_token_id=self.tokenizer.eos_token_id)
+        width = enc["input_ids"].shape[1]
+        new_tokens = out.sequences[:, width:]
+        # scores are the processed (temperature, top-p) logits each token was sampled from
+        logp = torch.stack([torch.log_softmax(s.float(), -1) for s in out.scores], dim=1)
+        logp = logp.gather(-1, new_tokens[..., None]).squeeze(-1).cpu()
+        eos = self.tokenizer.eos_token_id
+        completions = []
+        for row, tokens in enumerate(new_tokens.tolist()):
+            prompt_index = row // sampling.num_generations
+            finished = eos in tokens
+            length = tokens.index(eos) + 1 if finished else len(tokens)
+            prompt_ids = enc["input_ids"][prompt_index][enc["attention_mask"][prompt_index].bool()].tolist()
+            completions.append(Completion(
+                prompt_index=prompt_index, prompt_ids=prompt_ids, completion_ids=tokens[:length],
+                logprobs=logp[row, :length].tolist(),
+                text=self.tokenizer.decode(tokens[:length], skip_special_tokens=True), finished=finished))
+        return completions
+
+    def load_weights(self, blob: bytes) -> None:
+        self.model.load_state_dict(unpack_weights(blob), strict=True)
+
+    @torch.no_grad()
+    def score(self, prompt_ids: list[int], completion_ids: list[int], temperature: float = 1.0) -> list[float]:
+        """The log-prob of each completion token given the prompt, under the current weights."""
+        ids, attn, _ = pad_sequences([prompt_ids], [completion_ids], self.tokenizer.pad_token_id)
+        logp = token_logprobs(self.model, ids.to(self.device), attn.to(self.device), temperature)[0]
+        return logp[len(prompt_ids):].tolist()

@@ -1,0 +1,55 @@
+"""The prefix KV cache for block-causal decoding is exact: same tokens, same NFE, same logits as without it."""
+import torch
+from dllm_models import MASK, random_transformer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from raylab.diffusion import generate
+from raylab.diffusion.cache import CachedForward
+from raylab.diffusion.decoding import Forward
+
+MODEL = random_transformer(5)
+
+
+@settings(max_examples=15, deadline=None)
+@given(batch=st.integers(1, 3), blocks=st.integers(1, 3), block_length=st.integers(1, 4), k=st.integers(1, 5),
+       method=st.sampled_from(["static", "freedave", "parallel"]))
+def test_cache_gives_the_same_decoding(batch, blocks, block_length, k, method):
+    prompt = torch.randint(0, MASK, (batch, 3), generator=torch.Generator().manual_seed(blocks))
+    kw = dict(method=method, gen_length=blocks * block_length, block_length=block_length, draft_steps=k,
+              threshold=0.3, mask_token_id=MASK, attention="block_causal")
+    plain, cached = generate(MODEL, prompt, **kw), generate(MODEL, prompt, use_cache=True, **kw)
+    assert torch.equal(plain.sequences, cached.sequences) and torch.equal(plain.nfe, cached.nfe)
+
+
+def test_cached_logits_equal_full_logits_and_only_the_current_block_is_fed():
+    prompt = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    P, G, L = 3, 6, 2
+    full = Forward(MODEL, P, G, L, MASK, "block_causal", shifted_logits=False)
+    cached = CachedForward(MODEL, prompt, G, L, MASK)
+    rows = torch.arange(2)
+    answer = torch.full((2, G), MASK)
+    answer[0, :3] = torch.tensor([1, 7, 7])   # sequence 0: block 0 finished, block 1 started
+    answer[1, :2] = torch.tensor([4, 4])      # sequence 1: block 0 finished
+    x = torch.cat([prompt, answer], dim=1)
+    want, got = full(x, rows), cached(x, rows)
+    current = [slice(2, 4), slice(2, 4)]
+    for b in range(2):
+        torch.testing.assert_close(got[b, current[b]], want[b, current[b]], rtol=0, atol=1e-12)
+    assert cached.last[2].shape[1] == 2 * L   # the finished block 0 (not yet kept) + the current block
+    cached.commit(rows)
+    assert cached.cached.tolist() == [P + L, P + L]
+    got = cached(x, rows)
+    assert cached.last[2].shape[1] == L       # now only the current block is fed
+    for b in range(2):
+        torch.testing.assert_close(got[b, current[b]], want[b, current[b]], rtol=0, atol=1e-12)
+
+
+def test_cache_needs_block_causal_attention_and_a_cache_aware_model():
+    import pytest
+
+    with pytest.raises(ValueError, match="use_cache: the exact prefix cache needs attention='block_causal'"):
+        generate(MODEL, torch.tensor([[1]]), gen_length=2, mask_token_id=MASK, use_cache=True)
+    with pytest.raises(ValueError, match="use_cache: the model has no forward_cached method"):
+        generate(lambda ids, mask: MODEL(ids, mask), torch.tensor([[1]]), gen_length=2, mask_token_id=MASK,
+                 attention="block_causal", use_cache=True)

@@ -1,0 +1,40 @@
+"""The committed tiny MDLM (assets/tiny_mdlm, trained by `raylab run experiments/mdlm_train.yaml`): it sorts, and
+FreeDave reproduces its static decoding in a fraction of the forwards."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from raylab.diffusion import generate
+from raylab.diffusion.model import TinyMDLM
+from raylab.diffusion.tasks import MASK, load_task
+
+CHECKPOINT = Path(__file__).parents[2] / "assets" / "tiny_mdlm"
+TASK = load_task(CHECKPOINT)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return TinyMDLM.load(CHECKPOINT, dtype=torch.float64)
+
+
+def test_static_decoding_sorts_above_95_percent(model):
+    prompts, answers = TASK.heldout(64, seed=3)
+    out = generate(model, prompts, method="static", gen_length=12, mask_token_id=MASK)
+    assert (out.sequences[:, TASK.prompt_length:] == answers).all(dim=1).double().mean() >= 0.95
+
+
+@pytest.mark.parametrize("block_length,k", [(12, 8), (4, 4)])
+def test_freedave_matches_static_with_3x_fewer_forwards(model, block_length, k):
+    prompts, _ = TASK.heldout(32, seed=4)
+    kw = dict(gen_length=12, block_length=block_length, mask_token_id=MASK)
+    static = generate(model, prompts, method="static", **kw)
+    fd = generate(model, prompts, method="freedave", draft_steps=k, **kw)
+    assert torch.equal(fd.sequences, static.sequences)
+    assert fd.tokens_per_nfe >= 2.5 * static.tokens_per_nfe
+
+
+def test_checkpoint_is_small_and_a_missing_one_is_a_one_line_error(tmp_path):
+    assert sum(f.stat().st_size for f in CHECKPOINT.iterdir()) < 5e6
+    with pytest.raises(FileNotFoundError, match="not a TinyMDLM checkpoint"):
+        TinyMDLM.load(tmp_path)

@@ -1,0 +1,192 @@
+"""The pure federated core (no Ray): random draws, availability, objectives, SSL-ALM rounds and snapshots."""
+import numpy as np
+import pytest
+import torch
+
+from raylab.federated import rng
+from raylab.federated.availability import Availability
+from raylab.federated.data import DataSpec, agent_data, least_squares_solution
+from raylab.federated.objectives import MLP, LeastSquares, Logistic
+from raylab.federated.server import LocalPool, Server, restore, snapshot
+from raylab.federated.spec import Hyper, Problem
+
+LS = DataSpec(name="least_squares", num_agents=10, dim=5, rows=20)
+
+
+def ls_problem(p=1.0, kind="bernoulli", **avail):
+    return Problem(data=LS, model="least_squares", availability=Availability(kind=kind, p=p, **avail),
+                   dtype="float64")
+
+
+def run(problem, hyper, methods, rounds, shards=1):
+    pool = LocalPool(problem, hyper, methods, shards)
+    server = Server(problem, hyper, methods)
+    for t in range(rounds):
+        server.round(pool, t)
+    return server, pool
+
+
+def test_counter_based_hash_matches_the_reference_and_is_uniform():
+    z = torch.tensor([0, 1, 12345, -7, 2 ** 62], dtype=torch.int64)
+    expected = [rng._signed(rng.mix_int(int(v) & (2 ** 64 - 1))) for v in z]
+    assert rng.mix(z).tolist() == expected
+    u = rng.uniform(3, rng.AVAILABILITY, 5, torch.arange(20000), 4)
+    assert u.min() >= 0 and u.max() < 1 and abs(float(u.mean()) - 0.5) < 0.005
+    # a draw depends on the agent's id, not on which agents are asked along with it
+    assert torch.equal(rng.uniform(3, 1, 5, torch.arange(100, 200), 4), u[100:200])
+    assert not torch.equal(rng.uniform(4, 1, 5, torch.arange(100), 4), u[:100])
+
+
+@pytest.mark.parametrize("kind", ["bernoulli", "heterogeneous", "markov"])
+def test_every_pattern_connects_each_agent_with_its_marginal_probability(kind):
+    avail = Availability(kind=kind, p=0.2, mean_on=4, seed=1)
+    agents = torch.arange(2000)
+    state, seen = avail.init_state(agents), []
+    for t in range(300):
+        connected, state = avail.step(t, agents, state)
+        seen.append(connected)
+    seen = torch.stack(seen).double()
+    p = avail.probabilities(agents)
+    # 600,000 draws: the overall rate is within a few standard errors of the mean marginal probability
+    assert abs(float(seen.mean() - p.mean())) < (0.01 if kind == "markov" else 0.003)
+    if kind == "heterogeneous":
+        assert float(p.min()) >= 0.02 and float(p.max()) <= 0.5
+        assert np.corrcoef(seen.mean(0), p)[0, 1] > 0.95
+    if kind == "markov":   # bursts: a connected agent stays connected with probability 1 - 1/mean_on
+        stay = (seen[1:] * seen[:-1]).sum() / seen[:-1].sum()
+        assert abs(float(stay) - 0.75) < 0.01
+
+
+def test_bad_availability_is_one_line_value_error():
+    with pytest.raises(ValueError, match=r"availability.p: must lie in \(0, 1\]"):
+        Availability(p=0.0)
+    with pytest.raises(ValueError, match="mean_on >= p / \\(1 - p\\)"):
+        Availability(kind="markov", p=0.9, mean_on=2)
+    with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
+        DataSpec(name="mnist")
+    with pytest.raises(ValueError, match="at least one agent"):
+        DataSpec(num_agents=0)
+
+
+@pytest.mark.parametrize("objective, classes", [(LeastSquares(6), 0), (Logistic(6, 2, bias=False), 2),
+                                                (Logistic(6, 4), 4), (MLP(6, 5, 3), 3)])
+def test_closed_form_gradients_match_autograd_per_agent(objective, classes):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, objective.dim, generator=gen, dtype=torch.float64)
+    X = torch.randn(3, 7, 6, generator=gen, dtype=torch.float64)
+    Y = torch.randint(0, classes, (3, 7), generator=gen) if classes else torch.randn(3, 7, dtype=torch.float64)
+    w = torch.rand(3, 7, generator=gen, dtype=torch.float64)
+    loss, grad = objective.loss_grad(x, X, Y, w)
+    for i in range(3):       # each agent alone, through autograd on the same loss
+        xi = x[i:i + 1].clone().requires_grad_(True)
+        li, _ = objective.loss_grad(xi, X[i:i + 1], Y[i:i + 1], w[i:i + 1]) if isinstance(objective, MLP) else (
+            None, None)
+        if li is None:
+            torch.autograd.gradcheck(lambda v: objective.loss_grad(v, X[i:i + 1], Y[i:i + 1], w[i:i + 1])[0], xi)
+        (g,) = torch.autograd.grad(_autograd_loss(objective, xi, X[i:i + 1], Y[i:i + 1], w[i:i + 1]), xi)
+        torch.testing.assert_close(g[0], grad[i])
+        torch.testing.assert_close(_autograd_loss(objective, xi, X[i:i + 1], Y[i:i + 1], w[i:i + 1]).detach(),
+                                   loss[i])
+
+
+def _autograd_loss(objective, x, X, Y, w):
+    if isinstance(objective, LeastSquares):
+        return 0.5 * (w * (torch.bmm(X, x[:, :, None])[:, :, 0] - Y) ** 2).sum()
+    logits = objective._logits(x, X)
+    if logits.shape[2] == 1:
+        return (w * torch.nn.functional.binary_cross_entropy_with_logits(
+            logits[:, :, 0], Y.double(), reduction="none")).sum()
+    return (w * torch.nn.functional.cross_entropy(logits[0], Y[0], reduction="none")[None]).sum()
+
+
+def test_least_squares_consensus_converges_to_the_closed_form_solution():
+    x_star = torch.tensor(least_squares_solution(LS))
+    hyper = Hyper(eta=1.0, tau=0.01, beta=0.5, rho=1.0, mu=0.5, batch_size=None)
+    server, pool = run(ls_problem(p=0.5), hyper, ("ssl_alm",), 1500)
+    # p = 0.5 and exact gradients: the residual noise (c_i/p)(x_i - x_0) vanishes at consensus, so SSL-ALM
+    # converges to x* itself; every agent's copy x_i agrees with the server's x_0
+    torch.testing.assert_close(server.x0["ssl_alm"], x_star, atol=1e-8, rtol=0)
+    torch.testing.assert_close(pool.shards[0].x, x_star.expand(10, -1), atol=1e-8, rtol=0)
+
+
+def test_stochastic_gradients_reach_a_neighbourhood_of_the_solution():
+    x_star = torch.tensor(least_squares_solution(LS))
+    errors = []
+    for tau in (0.004, 0.001):      # constant steps: the neighbourhood shrinks with the step size
+        hyper = Hyper(eta=0.5, tau=tau, beta=0.5, rho=1.0, mu=0.5, batch_size=10)
+        server, _ = run(ls_problem(p=0.3), hyper, ("ssl_alm",), 1500)
+        errors.append(float(torch.linalg.vector_norm(server.x0["ssl_alm"] - x_star)))
+    assert errors[1] < 0.6 * errors[0] < 0.1 * float(torch.linalg.vector_norm(x_star))
+
+
+def test_sharding_does_not_change_the_run():
+    hyper = Hyper(eta=0.5, tau=0.01, batch_size=4, local_lr=0.002)
+    problem = ls_problem(p=0.3, kind="markov", mean_on=3)
+    methods = ("ssl_alm", "fedavg", "fedprox")
+    one, _ = run(problem, hyper, methods, 40, shards=1)
+    three, _ = run(problem, hyper, methods, 40, shards=3)
+    for m in methods:
+        torch.testing.assert_close(one.x0[m], three.x0[m], atol=1e-12, rtol=0)
+
+
+def test_snapshot_restores_into_another_sharding_and_replays_identically():
+    hyper = Hyper(eta=0.5, tau=0.01, batch_size=4, local_lr=0.002)
+    problem = ls_problem(p=0.3, kind="markov", mean_on=3)
+    methods = ("ssl_alm", "fedavg")
+    full, _ = run(problem, hyper, methods, 30)
+    half, half_pool = run(problem, hyper, methods, 15)
+    snap = snapshot(half, half_pool, 15)
+    pool = LocalPool(problem, hyper, methods, 4)
+    server = Server(problem, hyper, methods)
+    assert restore(server, pool, snap) == 15
+    for t in range(15, 30):
+        server.round(pool, t)
+    for m in methods:
+        torch.testing.assert_close(server.x0[m], full.x0[m], atol=1e-12, rtol=0)
+
+
+def test_disconnected_agents_never_stall_a_round():
+    # Markov bursts with p = 0.02 and mean_on = 1: most agents stay away for dozens of rounds, and in many
+    # rounds nobody connects; every round still completes and FedAvg keeps its model when nobody came
+    problem = ls_problem(p=0.02, kind="markov", mean_on=1)
+    hyper = Hyper(eta=0.5, tau=0.01, batch_size=None, local_lr=0.002)
+    pool = LocalPool(problem, hyper, ("ssl_alm", "fedavg"), 2)
+    server = Server(problem, hyper, pool.methods)
+    empty = 0
+    for t in range(100):
+        before = server.x0["fedavg"].clone()
+        info = server.round(pool, t)
+        if info["fedavg"]["participants"] == 0:
+            empty += 1
+            assert torch.equal(server.x0["fedavg"], before)
+        assert info["ssl_alm"]["participants"] == info["fedavg"]["participants"]
+    assert 50 < empty < 100
+    # the agents that were away all along still took their local steps
+    assert bool((pool.shards[0].x != 0).all())
+
+
+def test_safeguard_resets_every_dual_when_the_global_norm_reaches_M_y():
+    def y_norms(M_y):
+        hyper = Hyper(eta=2.0, tau=0.01, M_y=M_y, batch_size=None)
+        pool = LocalPool(ls_problem(p=0.5), hyper, ("ssl_alm",), 2)
+        server = Server(pool.shards[0].problem, hyper, pool.methods)
+        norms = []
+        for t in range(4):
+            server.round(pool, t)
+            norms.append(float(torch.linalg.vector_norm(torch.cat([s.y for s in pool.shards]))))
+        return norms, server
+
+    free, _ = y_norms(None)
+    assert 0 < free[1] < free[2]
+    # a radius between the norms of rounds 1 and 2: the sharded norm reaches it in round 2, all duals reset
+    guarded, server = y_norms((free[1] + free[2]) / 2)
+    assert guarded[:2] == pytest.approx(free[:2], abs=0) and guarded[2] == 0.0
+    assert guarded[3] < free[3]
+
+
+def test_digits_are_split_with_label_skew_and_every_agent_holds_data():
+    spec = DataSpec(name="digits", num_agents=50, alpha=0.1)
+    data = agent_data(spec, torch.arange(50))
+    assert int(data.counts.min()) >= 1 and int(data.counts.sum()) == 1797 - round(0.2 * 1797)
+    classes = [len(set(data.Y[i, : data.counts[i]].tolist())) for i in range(50)]
+    assert np.mean(classes) < 5   # with alpha = 0.1 an agent sees few of the 10 classes
