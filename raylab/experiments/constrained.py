@@ -134,15 +134,17 @@ def run(cfg: Config, ctx) -> dict:
         start, state = ckpt
         ray.get([workers[m].load_state_dict.remote(state[m]) for m in cfg.methods])
         ctx.truncate_metrics(start)
+    def states() -> dict:
+        return dict(zip(cfg.methods, ray.get([workers[m].state_dict.remote() for m in cfg.methods])))
+
     with ctx.progress(cfg.log_points, desc="constrained", initial=start) as bar:
         for k in range(start if start == 0 else start + 1, cfg.log_points + 1):
             rows = dict(zip(cfg.methods, ray.get([workers[m].advance.remote(k) for m in cfg.methods])))
             ctx.log({f"{m}_{key}": row[key] for m, row in rows.items() for key in ROW_KEYS}, step=k)
             if ctx.should_checkpoint(k) and k < cfg.log_points:
-                ctx.save_checkpoint(dict(zip(cfg.methods, ray.get([w.state_dict.remote() for w in workers.values()]))), k)
+                ctx.save_checkpoint(states(), k)
             bar.update(k > 0)
-    ctx.save_checkpoint(dict(zip(cfg.methods, ray.get([w.state_dict.remote() for w in workers.values()]))),
-                        cfg.log_points)
+    ctx.save_checkpoint(states(), cfg.log_points)
     for w in workers.values():
         ray.kill(w)
     return summarize(cfg, ctx)
@@ -150,7 +152,7 @@ def run(cfg: Config, ctx) -> dict:
 
 def summarize(cfg: Config, ctx) -> dict:
     rows = ctx.metrics()
-    for key, ylabel in (("stationarity", "mu ||z - xbar(z)||"), ("infeasibility", "||Ax - b||")):
+    for key, ylabel in (("stationarity", "mu ||p - xbar(p)||, p = z (ALMs) or x"), ("infeasibility", "||Ap - b||")):
         series = {m: ([max(r[f"{m}_samples"], 1) for r in rows], [max(r[f"{m}_{key}"], 1e-12) for r in rows])
                   for m in cfg.methods}
         plot_lines(ctx.path(f"{key}.png"), series, xlabel="samples (gradient evaluations)", ylabel=ylabel,

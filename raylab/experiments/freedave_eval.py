@@ -26,6 +26,7 @@ from raylab.diffusion.tasks import MASK, load_task
 from raylab.results import atomic_write, plot_lines
 
 METHODS = ("static", "parallel", "freedave")
+LABELS = {"static": "Static", "parallel": "Parallel", "freedave": "FreeDave"}
 
 
 class Config(RunConfig):
@@ -37,7 +38,8 @@ class Config(RunConfig):
     threshold: float = Field(0.9, gt=0, le=1, description="parallel decoding's confidence threshold")
     num_actors: int = Field(1, ge=1)
     cpus_per_actor: float = Field(1.0, gt=0)
-    max_batch: int = Field(16, ge=1, description="largest batch an actor forms from waiting requests")
+    max_batch: int = Field(1, ge=1, description="largest batch an actor forms from waiting requests (1: one "
+                                                "sequence at a time, the paper's setting)")
 
 
 def evaluate(pool: DecoderPool, prompts: torch.Tensor, method: str) -> tuple[list[dict], float]:
@@ -46,7 +48,7 @@ def evaluate(pool: DecoderPool, prompts: torch.Tensor, method: str) -> tuple[lis
     return results, time.perf_counter() - start
 
 
-def table(rows: dict[str, dict]) -> str:
+def table(rows: dict[str, dict], model: str) -> str:
     """The seed's layout: each method's value, with its difference (accuracy) or ratio (throughput) to static."""
     base = rows["static"]
     lines = ["| Model | Sampling | Acc (%) | Throughput over time (#tokens/s) | Throughput over NFEs (#tokens) "
@@ -58,8 +60,7 @@ def table(rows: dict[str, dict]) -> str:
         else:
             cells = [f"{acc:.2f} ({acc - 100 * base['accuracy']:+.2f})", f"{tps:.1f} ({tps / base['tokens_per_s']:.2f}x)",
                      f"{tpn:.2f} ({tpn / base['tokens_per_nfe']:.2f}x)"]
-        model = f"tiny MDLM ({type(task).__name__})" if i == 0 else ""
-        lines.append(f"| {model} | {method.capitalize()} | " + " | ".join(cells) +
+        lines.append(f"| {model if i == 0 else ''} | {LABELS[method]} | " + " | ".join(cells) +
                      f" | {100 * r['exact_match']:.1f} |")
     return "\n".join(lines) + "\n"
 
@@ -89,7 +90,7 @@ def run(cfg: Config, ctx) -> dict:
             "exact_match": float((seqs == static).all(dim=1).double().mean()),
         }
         ctx.log({"method": method, **rows[method]}, step=step)
-    atomic_write(ctx.path("table.md"), table(rows).encode())
+    atomic_write(ctx.path("table.md"), table(rows, f"tiny MDLM ({type(task).__name__})").encode())
     plot_lines(ctx.path("nfe_per_sample.png"),
                {m: (range(cfg.samples), nfe[m]) for m in METHODS}, xlabel="held-out sample", ylabel="NFE",
                title=f"{task.n_digits} tokens, block {cfg.block_length}, k = {cfg.draft_steps}")

@@ -36,8 +36,10 @@ class DataConfig(Section):
     digits: int = Field(2, ge=1, description="arithmetic: digits per operand")
     terms: int = Field(2, ge=2, description="arithmetic: operands per question")
     ops: str = Field("+", description="arithmetic: operators to draw from (+ - *)")
-    path: str | None = Field(None, description="gsm8k/math500: local JSONL file (default: the hub dataset)")
-    subset: Literal["all", "easy", "hard"] = Field("all", description="gsm8k: split by solution length")
+    source: str | None = Field(None, description="gsm8k/math500: local file or hub id (default: the hub dataset)")
+    eval_split: str = Field("test", description="gsm8k/math500: split of the evaluation questions")
+    template: str = Field("qa", description="gsm8k/math500: prompt template (plain, qa, boxed, or a format string)")
+    difficulty: Literal["all", "easy", "hard"] = Field("all", description="gsm8k/math500: the seed's easy/hard split")
 
 
 class VLLMOptions(Section):
@@ -113,6 +115,9 @@ class Config(RunConfig):
     eval_every: int = Field(10, ge=0, description="steps between greedy evaluations; 0: start and end only")
 
 
+HUB_DATASETS = {"gsm8k": "openai/gsm8k", "math500": "HuggingFaceH4/MATH-500"}
+
+
 def load_examples(data: DataConfig, seed: int) -> tuple[list[dict], list[dict]]:
     """(train, eval) examples with `prompt` and `answer` keys."""
     if data.task == "arithmetic":
@@ -120,14 +125,18 @@ def load_examples(data: DataConfig, seed: int) -> tuple[list[dict], list[dict]]:
 
         examples = make_arithmetic(data.num_train + data.num_eval, data.digits, data.terms, data.ops, seed=seed)
         return examples[: data.num_train], examples[data.num_train:]
-    from raylab.data import gsm8k
-
     if data.task == "gsm8k":
-        train = gsm8k.load_gsm8k("train", path=data.path, subset=data.subset)
-        evals = gsm8k.load_gsm8k("test", path=data.path, subset=data.subset)
+        from raylab.data.gsm8k import load_gsm8k as load
     else:
-        train = evals = gsm8k.load_math500(path=data.path)
-    return train[: data.num_train], evals[: data.num_eval]
+        from raylab.data.math500 import load_math500 as load
+    source = data.source or HUB_DATASETS[data.task]
+    difficulty = None if data.difficulty == "all" else data.difficulty
+    if data.task == "math500" or data.eval_split == "train":  # one split: hold out its tail for evaluation
+        examples = load(source, split="test" if data.task == "math500" else "train", template=data.template,
+                        difficulty=difficulty)
+        return examples[: -data.num_eval][: data.num_train], examples[-data.num_eval:]
+    return (load(source, split="train", template=data.template, difficulty=difficulty, limit=data.num_train),
+            load(source, split=data.eval_split, template=data.template, difficulty=difficulty, limit=data.num_eval))
 
 
 def run(cfg: Config, ctx) -> dict:

@@ -1,6 +1,6 @@
 """Experiment `mdlm_train`: train the tiny masked diffusion LM on a synthetic digit task (sort or reverse).
 
-    raylab run experiments/mdlm_train.yaml                                  # about 10 minutes on one CPU core
+    raylab run experiments/mdlm_train.yaml                                  # about 4 minutes on one idle CPU core
     raylab run experiments/mdlm_train.yaml export_dir=assets/tiny_mdlm      # how the committed checkpoint was made
     raylab run experiments/mdlm_train.yaml --resume runs/mdlm_train-...     # continue after an interruption
 
@@ -33,10 +33,10 @@ class ModelConfig(Section):
 
 class Config(RunConfig):
     experiment: Literal["mdlm_train"] = "mdlm_train"
-    task: Literal["sort", "reverse"] = "sort"
+    task: Literal["sort", "reverse"] = "reverse"
     n_digits: int = Field(12, ge=2, description="length of the digit strings")
     model: ModelConfig = ModelConfig()
-    steps: int = Field(2500, ge=1)
+    steps: int = Field(1000, ge=1)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(2e-3, gt=0)
     warmup: int = Field(100, ge=0)

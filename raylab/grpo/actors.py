@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import ray
 import torch
+import transformers
 
 from raylab.grpo.learner import Learner
 from raylab.grpo.rollout.common import SamplingConfig, make_rollout, pack_weights
 
 
-def _use_cpus(cpus: float) -> None:
+def _setup_actor(cpus: float) -> None:
     # Ray sets OMP_NUM_THREADS for an actor; torch's intra-op pool must match so actors do not oversubscribe
     torch.set_num_threads(max(1, int(cpus)))
+    # the weight-loading progress bars of every actor would bury the run's own output
+    transformers.utils.logging.disable_progress_bar()
 
 
 class RolloutWorker:
@@ -26,7 +29,7 @@ class RolloutWorker:
 
     def __init__(self, backend: str, model: str, sampling: SamplingConfig, seed: int, cpus: float,
                  options: dict | None = None):
-        _use_cpus(cpus)
+        _setup_actor(cpus)
         self.backend = make_rollout(backend, model, seed=seed, **(options or {}))
         self.sampling = sampling
         self.weights_version = 0
@@ -47,7 +50,7 @@ class LearnerWorker:
     """The learner's model, optimizer and reference model, living in one actor (on a GPU when given one)."""
 
     def __init__(self, model: str, cpus: float, options: dict):
-        _use_cpus(cpus)
+        _setup_actor(cpus)
         self.learner = Learner(model, **options)
 
     def train_step(self, prompt_ids, completion_ids, advantages, rollout_logprobs=None) -> dict:

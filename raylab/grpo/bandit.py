@@ -113,7 +113,7 @@ def exact_direction(bandit: LogLinearBandit, theta: torch.Tensor, mode: str) -> 
     pstar = p.gather(1, bandit.correct[:, None])
     advantage = reward - pstar
     if mode == "std":
-        advantage = advantage / torch.sqrt(pstar * (1 - pstar))
+        advantage = advantage / torch.sqrt(pstar * (1 - pstar)).clamp_min(1e-150)  # a saturated question: 0
     score = bandit.features - torch.einsum("nk,nkd->nd", p, bandit.features)[:, None, :]  # grad log pi(o_j|q_i)
     return torch.einsum("nk,nk,nkd->nd", p, advantage, score)
 

@@ -58,8 +58,9 @@ def build_tiny_model(tokenizer, hidden_size: int = 128, num_layers: int = 4, num
 
 
 def check_model_path(name_or_path: str) -> None:
-    """A path-looking name that does not exist is a user error, not a hub id to try to download."""
-    looks_local = name_or_path.startswith((".", "/", "~")) or Path(name_or_path).parts[:1] in (("assets",), ("runs",))
+    """A name that can only be a local path (starts with . / ~, or has more than one slash) must exist; one like
+    `org/model` that is not a folder here is left to `from_pretrained` as a hub id."""
+    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
     if looks_local and not Path(name_or_path).expanduser().is_dir():
         raise ValueError(f"model {name_or_path!r}: no such model directory")
 

@@ -16,4 +16,4 @@ def test_every_contender_runs_and_the_hold_rule_applies():
     for name, hypers in grid.items():
         # the start already has stationarity ~3: eps = 10 holds from the first check on
         assert samples_to_eps(name, hypers[0], 400, 0, eps=10.0) in (200, 201), name  # STORM counts in pairs
-    assert math.isinf(samples_to_eps("cooper_alm", grid["cooper_alm"][0], 400, 0, eps=1e-9))
+    assert math.isinf(samples_to_eps("cooper_alm", grid["cooper_alm"][0], 250, 0, eps=1e-9))

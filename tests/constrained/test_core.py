@@ -97,7 +97,8 @@ def test_slack_reformulation_agrees_with_direct_projection():
     c = torch.tensor([0.9, 0.4, -0.3, 0.2], dtype=DT)
     expected = Simplex().project(c)
     ones, one = torch.ones(1, 4, dtype=DT), torch.ones(1, dtype=DT)
-    kw = dict(objective=lambda x, xi: ((x - c) ** 2).sum(), dim=4, A=ones, b=one, smoothness=2.0)
+    kw = dict(objective=lambda x, xi: ((x - c) ** 2).sum(), gradient=lambda x, xi: 2 * (x - c), dim=4, A=ones,
+              b=one, smoothness=2.0)
     direct, slack = Problem(X=NonNegative(), **kw), Problem(X=Polyhedron(-torch.eye(4), torch.zeros(4)), **kw)
     assert slack.size == 8 and slack.A.shape == (5, 8)
     for p in (direct, slack):

@@ -38,22 +38,21 @@ def test_actor_rows_equal_local_rows(ray_local, tmp_path):
 @pytest.mark.slow
 def test_resume_through_run_reproduces_the_uninterrupted_run(ray_local, tmp_path):
     cfg = small_config(tmp_path, "checkpoint_every=3", "methods=[storm_alm]")  # STORM carries the most state
-    full_dir, _ = prepare_run_dir(cfg, None)
-    full = execute(cfg, full_dir)
-    crashed_dir, _ = prepare_run_dir(cfg, None)
-    execute(cfg, crashed_dir)
+    run_dir, _ = prepare_run_dir(cfg, None)
+    full = execute(cfg, run_dir)
+    ckpts = run_dir / "checkpoints"
+    full_metrics = (run_dir / "metrics.jsonl").read_text()
+    final = ckpts / "ckpt-000000006.pt"
+    full_state = torch.load(final, weights_only=False)["state"]
     # a crash right after the checkpoint at log step 3: the final checkpoint never got written
-    ckpts = crashed_dir / "checkpoints"
-    (ckpts / "ckpt-000000006.pt").unlink()
+    final.unlink()
     (ckpts / "latest").write_text("ckpt-000000003.pt")
-    resumed = execute(cfg, crashed_dir, resume=True)
+    resumed = execute(cfg, run_dir, resume=True)
     assert resumed == full
-    assert (crashed_dir / "metrics.jsonl").read_text() == (full_dir / "metrics.jsonl").read_text()
-    a = torch.load(full_dir / "checkpoints/ckpt-000000006.pt", weights_only=False)["state"]
-    b = torch.load(crashed_dir / "checkpoints/ckpt-000000006.pt", weights_only=False)["state"]
-    for method in cfg.methods:
-        for key in ("x", "z", "y"):
-            assert torch.equal(a[method]["opt"][key], b[method]["opt"][key])
+    assert (run_dir / "metrics.jsonl").read_text() == full_metrics
+    state = torch.load(final, weights_only=False)["state"]
+    for key in ("x", "z", "y", "d", "rng"):
+        assert torch.equal(full_state["storm_alm"]["opt"][key], state["storm_alm"]["opt"][key]), key
 
 
 def test_method_hyper_routes_each_block():
@@ -72,3 +71,26 @@ def test_bad_overrides_name_the_key(override, key):
 
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(ROOT / "experiments/alm_ncqp.yaml", [override])
+
+
+def test_rate_fit_and_interpolation_are_exact_on_a_power_law():
+    from raylab.experiments.alm_rates import fit_exponent, samples_to_reach
+
+    budgets = [1000, 2000, 4000, 8000]
+    eps = [0.5 * t ** -0.25 for t in budgets]  # T ~ eps^-4 exactly
+    assert fit_exponent(budgets, eps) == pytest.approx(4.0)
+    target = 0.5 * 3000 ** -0.25
+    assert samples_to_reach(budgets, eps, target) == pytest.approx(3000)
+    assert samples_to_reach(budgets, eps, 1e-6) != samples_to_reach(budgets, eps, 1e-6)  # nan: not reached
+
+
+@pytest.mark.ray
+def test_alm_rates_runs_end_to_end(ray_local, tmp_path):
+    cfg = load_config(ROOT / "experiments/alm_rates.yaml", [
+        "budgets=[100,200]", "seeds=1", "methods=[ssl_alm]", "problem.dim=8", "problem.constraints=2",
+        "progress=false", f"output_dir={tmp_path}"])
+    run_dir, _ = prepare_run_dir(cfg, None)
+    summary = execute(cfg, run_dir)
+    assert len(summary["ssl_alm_eps"]) == 2 and all(e > 0 for e in summary["ssl_alm_eps"])
+    assert "ssl_alm_exponent" in summary and (run_dir / "rates.png").exists()
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2

@@ -190,3 +190,13 @@ def test_digits_are_split_with_label_skew_and_every_agent_holds_data():
     assert int(data.counts.min()) >= 1 and int(data.counts.sum()) == 1797 - round(0.2 * 1797)
     classes = [len(set(data.Y[i, : data.counts[i]].tolist())) for i in range(50)]
     assert np.mean(classes) < 5   # with alpha = 0.1 an agent sees few of the 10 classes
+
+
+def test_the_federated_core_never_imports_ray():
+    import subprocess
+    import sys
+
+    code = ("import sys, raylab.federated, raylab.federated.agents, raylab.federated.server, "
+            "raylab.experiments.federated; sys.exit('ray imported' if 'ray' in sys.modules else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-500:]

@@ -55,7 +55,8 @@ def test_rollout_workers_and_learner_raise_the_reward(ray_local, tiny_model_dir)
 @pytest.mark.ray
 @pytest.mark.slow
 def test_resume_continues_identically(ray_local, tiny_model_dir, tmp_path):
-    cfg = config(tiny_model_dir, output_dir=str(tmp_path), checkpoint_every=2, **{"algorithm.reward": "exact_match"})
+    cfg = config(tiny_model_dir, output_dir=str(tmp_path), checkpoint_every=2,
+                 **{"algorithm.reward": "exact_match", "rollout.num_workers": 1})
     run_dir, _ = prepare_run_dir(cfg, None)
     execute(cfg, run_dir)
     full = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
