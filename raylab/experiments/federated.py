@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from typing import Literal
 
+import torch
 from pydantic import Field, model_validator
 
 from raylab.config import RunConfig, Section
@@ -67,7 +68,7 @@ class AlmConfig(Section):
 
 
 class BaselineConfig(Section):
-    local_steps: int = Field(5, ge=1)
+    local_steps: int = Field(5, ge=1, le=1000)
     local_lr: float = Field(0.1, gt=0)
     prox_mu: float = Field(0.1, ge=0, description="FedProx's proximal weight")
 
@@ -118,13 +119,30 @@ class Config(RunConfig):
 
 def run(cfg: Config, ctx) -> dict:
     problem, hyper, methods = cfg.problem(), cfg.hyper(), tuple(cfg.methods)
+    threads = torch.get_num_threads()
     if cfg.single_process:
+        torch.set_num_threads(1)      # tiny tensors: one thread, as in an actor, avoids synchronisation costs
         pool = LocalPool(problem, hyper, methods, cfg.num_actors or 1)
     else:
         from raylab.federated.simulation import RayPool
 
         pool = RayPool(problem, hyper, methods, cfg.num_actors, cpus_per_actor=ctx.actor_cpus(1))
-    server = Server(problem, hyper, methods)
+    try:
+        summary = _train(cfg, ctx, pool, Server(problem, hyper, methods))
+    finally:
+        torch.set_num_threads(threads)
+        if hasattr(pool, "shutdown"):
+            pool.shutdown()
+    rows = ctx.metrics()
+    _plots(ctx, rows, methods, cfg)
+    if not ctx.in_trial:
+        print(final_table(rows, methods))
+    return summary
+
+
+def _train(cfg: Config, ctx, pool, server: Server) -> dict:
+    """Rounds from the start or the last checkpoint to cfg.rounds; returns the summary."""
+    methods = server.methods
     start, snap = 0, snapshot(server, pool, 0)
     if ctx.resume and (ckpt := ctx.load_checkpoint()):
         start, snap = ckpt
@@ -146,7 +164,7 @@ def run(cfg: Config, ctx) -> dict:
             row |= {f"{method}_{k}": v for k, v in metrics.items()}
         return row
 
-    with ctx.progress(cfg.rounds, desc=f"federated {problem.data.name} p={cfg.availability.p}",
+    with ctx.progress(cfg.rounds, desc=f"federated {cfg.data.name} p={cfg.availability.p}",
                       initial=start) as bar:
         def on_step(done: int, row: dict | None) -> None:
             bar.update()
@@ -166,17 +184,10 @@ def run(cfg: Config, ctx) -> dict:
 
         run_rounds(server, pool, start, cfg.rounds, step=step, on_step=on_step, snap=snap,
                    checkpoint_every=cfg.checkpoint_every, on_checkpoint=on_checkpoint, on_rollback=on_rollback)
-    seconds = time.perf_counter() - began
-    restarts = getattr(pool, "restarts", 0)
-    if hasattr(pool, "shutdown"):
-        pool.shutdown()
     rows = ctx.metrics()
     summary = {k: v for k, v in rows[-1].items() if k != "step"} if rows else {}
-    summary |= {"rounds": cfg.rounds, "seconds": seconds, "actor_restarts": restarts}
-    _plots(ctx, rows, methods, cfg)
-    if not ctx.in_trial:
-        print(final_table(rows, methods))
-    return summary
+    return summary | {"rounds": cfg.rounds, "seconds": time.perf_counter() - began,
+                      "actor_restarts": getattr(pool, "restarts", 0)}
 
 
 def final_table(rows: list[dict], methods: tuple[str, ...]) -> str:

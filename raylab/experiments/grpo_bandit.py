@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from raylab.config import RunConfig, Section
 from raylab.grpo.bandit import make_instance, reward_variance, train
@@ -62,6 +62,14 @@ class Config(RunConfig):
                 raise ValueError(f"{name}: initial success probability must lie in (0, 1) (got {p})")
         return d
 
+    @model_validator(mode="after")
+    def _instances_exist(self) -> "Config":
+        """Builds every instance once (milliseconds), so an impossible setting is a config error before any run."""
+        for p in self.difficulties.values():
+            for s in range(self.seeds):
+                make_instance(init_success=p, seed=self.seed + s, **self.bandit.model_dump())
+        return self
+
 
 def advance(bandit_cfg: dict, init_success: float, seed: int, mode: str, lr: float, group_size: int, state: dict,
             steps: int) -> tuple[dict, list[dict], list[tuple[float, float]]]:
@@ -89,8 +97,6 @@ def run(cfg: Config, ctx) -> dict:
         start, state = ckpt
         ctx.truncate_metrics(start)
     bandit_cfg = cfg.bandit.model_dump()
-    for d, s in {(d, s) for d, _, s in runs}:  # an impossible instance fails here, in one line, not in a task
-        make_instance(init_success=cfg.difficulties[d], seed=cfg.seed + s, **bandit_cfg)
     task = ray.remote(num_cpus=ctx.actor_cpus(1))(advance)
     history = _history(ctx.metrics() if start else [], cfg)
     with ctx.progress(cfg.iterations, desc="grpo_bandit", initial=start) as bar:
@@ -107,7 +113,7 @@ def run(cfg: Config, ctx) -> dict:
                         for key in seeds[0]:
                             reduce = max if key == "curvature_ratio" else _mean
                             row[f"{d}/{m}/{key}"] = reduce([x[key] for x in seeds])
-                        history.setdefault((d, m), []).append(row[f"{d}/{m}/accuracy"])
+                        history[(d, m)].append(row[f"{d}/{m}/accuracy"])
                 ctx.log(row | _headline(cfg, history), step=start + i + 1)
             state["runs"] = {r: results[r][0] for r in runs}
             state["points"] += [(r[0], p) for r in runs for p in results[r][2]]

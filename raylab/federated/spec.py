@@ -69,6 +69,8 @@ class Hyper:
     def __post_init__(self):
         if self.z_update not in ("pre", "post"):
             raise ValueError(f"z_update: expected 'pre' or 'post' (got {self.z_update!r})")
+        if not 1 <= self.local_steps <= 1000:    # each step has its own minibatch stream (see AgentShard)
+            raise ValueError(f"local_steps: must lie in [1, 1000] (got {self.local_steps})")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size: must be at least 1 or null (got {self.batch_size})")
 

@@ -168,3 +168,14 @@ def test_bad_input_gives_clear_errors():
 def test_importing_the_core_does_not_import_ray():
     code = "import sys, raylab.constrained; assert 'ray' not in sys.modules, 'ray imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_fair_logistic_closes_the_score_gap():
+    p = fair_logistic(n=500, dim=6, seed=0)
+    exact = solve(p, "prox_alm", samples=3000, log_every=3000)
+    assert exact.final["infeasibility"] < 1e-9 and exact.final["kkt"] < 1e-8
+    unconstrained_gap = abs(float(p.A @ solve(p, "prox_alm", samples=3000, log_every=3000, M_y=None, eta=0.0,
+                                                rho=0.0).x))
+    r = solve(p, "ssl_alm", samples=4000, seed=0, log_every=4000)
+    assert r.final["infeasibility"] < 0.1 * unconstrained_gap
+    assert abs(r.final["objective"] - exact.final["objective"]) < 0.05

@@ -5,6 +5,7 @@ import pytest
 
 from raylab.config import load_config
 from raylab.driver import execute
+from raylab.results import read_metrics
 
 
 @pytest.mark.ray
@@ -19,6 +20,8 @@ def test_eval_writes_the_table_and_freedave_matches_static(ray_local, tmp_path):
     assert [row.split("|")[2].strip() for row in table[2:]] == ["Static", "Parallel", "FreeDave"]
     assert (tmp_path / "nfe_per_sample.png").stat().st_size > 0
     assert json.loads((tmp_path / "summary.json").read_text())["freedave_tokens_per_nfe"] > 2.5
+    # the sweep's metric is in every logged row (Ray Tune rejects reports without it)
+    assert all("freedave_tokens_per_nfe" in row for row in read_metrics(tmp_path))
 
 
 def test_missing_checkpoint_is_a_one_line_error(tmp_path):

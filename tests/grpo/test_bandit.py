@@ -181,6 +181,7 @@ def test_group_with_equal_rewards_gets_no_update_and_bad_input_is_named():
 
 
 @pytest.mark.ray
+@pytest.mark.slow  # about 15-25 s on the shared 2-core machine, most of it Ray workers importing torch
 def test_experiment_runs_on_ray_and_resumes_identically(tmp_path, ray_local):
     """The grpo_bandit experiment end to end (Ray tasks, metrics, plots), and a run resumed from its middle
     checkpoint logs exactly what the uninterrupted run logged."""
@@ -190,19 +191,19 @@ def test_experiment_runs_on_ray_and_resumes_identically(tmp_path, ray_local):
     from raylab.config import validate
     from raylab.results import read_metrics
 
-    cfg = validate({"experiment": "grpo_bandit", "iterations": 6, "chunk": 2, "seeds": 2, "checkpoint_every": 2,
-                    "group_size": 4, "progress": False, "output_dir": str(tmp_path),
+    cfg = validate({"experiment": "grpo_bandit", "iterations": 4, "chunk": 2, "seeds": 2, "checkpoint_every": 2,
+                    "group_size": 4, "difficulties": {"hard": 0.2}, "progress": False, "output_dir": str(tmp_path),
                     "bandit": {"num_questions": 4, "dim": 16}})
     run_dir, summary = driver.run(cfg)
     rows = read_metrics(run_dir)
-    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
-    assert {"hard/std/accuracy", "easy/no_std/curvature_ratio"} <= set(rows[0])
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert {"hard/std/accuracy", "hard/no_std/curvature_ratio", "mean_accuracy", "hard_gain"} <= set(rows[0])
     assert summary["hard_std_accuracy"] == rows[-1]["hard/std/accuracy"] and summary["max_curvature_ratio"] <= 1
     assert (run_dir / "accuracy.png").exists() and (run_dir / "curvature.png").exists()
-    # roll the run back to its checkpoint at iteration 4, as if it had died in the last chunk, and resume
+    # roll the run back to its checkpoint at iteration 2, as if it had died in the last chunk, and resume
     crashed = tmp_path / "crashed"
     shutil.copytree(run_dir, crashed)
-    (crashed / "checkpoints" / "ckpt-000000006.pt").unlink()
-    (crashed / "checkpoints" / "latest").write_text("ckpt-000000004.pt")
+    (crashed / "checkpoints" / "ckpt-000000004.pt").unlink()
+    (crashed / "checkpoints" / "latest").write_text("ckpt-000000002.pt")
     _, resumed = driver.run(cfg, resume=crashed)
     assert resumed == summary and read_metrics(crashed) == rows
