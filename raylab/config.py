@@ -175,14 +175,14 @@ def validate(data: Any, source: str = "config") -> RunConfig:
 def format_validation_error(err: ValidationError) -> str:
     """The first pydantic error as `dotted.key: message (got value)`, plus a count of the others."""
     first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    msg = first["msg"]
+    key = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     elif "input" in first and first["type"] != "missing" and not isinstance(first["input"], dict):
         msg += f" (got {first['input']!r})"
     more = err.error_count() - 1
-    return f"{key}: {msg}" + (f" [and {more} more problem{'s' * (more > 1)}]" if more else "")
+    return (f"{key}: {msg}" if key else msg) + (f" [and {more} more problem{'s' * (more > 1)}]" if more else "")
 
 
 def load_yaml(path: str | Path) -> dict:

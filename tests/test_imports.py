@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 PURE = ["raylab.config", "raylab.results", "raylab.cli", "raylab.constrained", "raylab.diffusion", "raylab.grpo",
-        "raylab.grpo.advantages", "raylab.grpo.loss", "raylab.grpo.bandit", "raylab.grpo.rewards"]
+        "raylab.grpo.advantages", "raylab.grpo.loss", "raylab.grpo.bandit", "raylab.grpo.rewards", "raylab.federated"]
 
 CHECK = """
 import importlib, sys

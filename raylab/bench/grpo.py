@@ -8,8 +8,8 @@ vllm backends side by side, all measured in this run on the same model.
 The model is a random Llama of about 3.6M parameters with the character tokenizer (hidden 256, 6 layers),
 saved to a temporary folder and loaded by both sides. Both use HF generation for the step comparison,
 temperature 1, no KL (TRL's default beta=0), one update per batch, the same reward, and stop at the same
-end-of-sequence token, so both do the same work. raylab's step runs two rollout
-workers (one CPU each) and a learner actor. The first step of each side is a warm-up and is not timed.
+end-of-sequence token, so both do the same work. raylab's step runs two rollout workers sharing one CPU and a
+learner actor on the other (one torch thread per actor). The first step of each side is a warm-up, not timed.
 """
 from __future__ import annotations
 
@@ -76,7 +76,8 @@ def time_raylab(model_dir: str, args) -> list[float]:
     gpu_share = 1 / (args.workers + 1) if args.device == "cuda" else 0.0  # all actors share the one GPU
     cfg = validate({"experiment": "grpo", "seed": 0, "steps": args.steps + 1, "prompts_per_step": args.prompts,
                     "policy": {"model": model_dir},
-                    "rollout": {"backend": "hf", "num_workers": args.workers, "cpus_per_worker": 1,
+                    "rollout": {"backend": "hf", "num_workers": args.workers,
+                                "cpus_per_worker": max(args.cpus - 1, 1) / args.workers,
                                 "gpus_per_worker": gpu_share, "num_generations": args.k,
                                 "max_new_tokens": args.max_new_tokens},
                     "learner": {"lr": 1e-4, "cpus": 1, "gpus": gpu_share, "micro_batch_size": args.prompts * args.k}})
@@ -127,8 +128,13 @@ def main(argv: list[str]) -> int:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray instance and of TRL's torch")
     args = p.parse_args(argv)
+    import os
+
     import ray
 
+    # Ray starts its workers at nice 15; on a shared machine that starves raylab's actors against the baseline,
+    # which runs at the default priority. Same priority for both (no effect on an idle machine).
+    os.environ.setdefault("RAY_worker_niceness", "0")
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = make_model(Path(tmp) / "model", args.model_size)
         print(f"device: {args.device}; model: random Llama {_params(model_dir) / 1e6:.1f}M params, char tokenizer; "

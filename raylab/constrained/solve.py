@@ -47,17 +47,13 @@ def log_row(opt: Optimizer, meter: StationarityMeter) -> dict:
             "safeguard_resets": opt.safeguard_resets}
 
 
-def log_interval(opt: Optimizer, log_every: int | None) -> int:
-    return max(1, log_every if log_every else opt.T // DEFAULT_LOG_POINTS)
-
-
 def solve(problem: Problem, method: str = "ssl_alm", samples: int = 10_000, seed: int = 0,
           log_every: int | None = None, stationarity_mu: float | None = None, **hyper) -> Result:
     """Runs `method` for the iterations `samples` buys (see `raylab.constrained.methods`); `hyper` sets
     eta, tau, beta, rho, mu, M_y, alpha, power, x0, oracle ("stochastic"|"exact"), z_update ("pre"|"post")."""
     opt = make_optimizer(problem, method, samples, seed, **hyper)
     meter = StationarityMeter(problem, stationarity_mu)
-    every = log_interval(opt, log_every)
+    every = max(1, log_every or opt.T // DEFAULT_LOG_POINTS)
     history = [log_row(opt, meter)]
     while not opt.done:
         opt.step()

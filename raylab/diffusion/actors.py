@@ -65,9 +65,8 @@ class DecoderActor:
             await asyncio.sleep(0)  # let requests that arrived while decoding join the queue
 
     def _run(self, batch: list) -> None:
-        prompts = torch.stack([r[0] for r in batch])
         try:
-            out = generate(self.model, prompts, **batch[0][1])
+            out = generate(self.model, torch.stack([r[0] for r in batch]), **batch[0][1])
         except Exception as err:  # every caller of the batch gets the error, the actor keeps serving
             for *_, done in batch:
                 done.set_exception(err)

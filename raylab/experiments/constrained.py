@@ -1,6 +1,6 @@
 """Experiment `constrained`: every method on one problem at an equal sample budget, each method in its own Ray actor.
 
-    raylab run experiments/alm_ncqp.yaml                       # ~20 s on 2 CPUs
+    raylab run experiments/alm_ncqp.yaml                       # all methods, 6000 samples each
     raylab run experiments/alm_ncqp.yaml samples=40000 problem.dim=50
     raylab tune experiments/alm_ncqp.yaml                      # the sweep over alm.eta, alm.tau, alm.beta, alm.M_y
 

@@ -5,8 +5,9 @@
     raylab tune experiments/grpo_gsm8k.yaml                      # the paper's setting (GPU + weights needed)
 
 Writes metrics.jsonl (one row per step: reward statistics, the curvature diagnostic, KL, clip fraction,
-entropy, grad norm, tokens/s, the rollout-vs-learner log-prob gap; `eval_accuracy` before the update on evaluation steps),
-checkpoints (learner weights + optimizer) for `--resume`, and grpo_reward.png / grpo_accuracy.png.
+entropy, grad norm, tokens/s, the rollout-vs-learner log-prob gap; `eval_accuracy`, taken before the update, on
+evaluation steps), checkpoints (learner weights + optimizer) for `--resume`, and grpo_reward.png /
+grpo_accuracy.png.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Experiment `mdlm_train`: train the tiny masked diffusion LM on a synthetic digit task (sort or reverse).
 
-    raylab run experiments/mdlm_train.yaml                                  # about 4 minutes on one idle CPU core
+    raylab run experiments/mdlm_train.yaml                                  # 10 minutes on a busy 2-core machine
     raylab run experiments/mdlm_train.yaml export_dir=assets/tiny_mdlm      # how the committed checkpoint was made
     raylab run experiments/mdlm_train.yaml --resume runs/mdlm_train-...     # continue after an interruption
 

@@ -94,9 +94,8 @@ class Server:
 
     def round(self, pool: Pool, t: int) -> dict[str, dict]:
         """One round of every method; returns per method {participants, drift or dual_reset}."""
-        for method in self.methods:
-            self.last_round[method] = (self._alm_round(pool, t) if method == "ssl_alm"
-                                       else self._fedavg_round(pool, t, method))
+        self.last_round = {method: self._alm_round(pool, t) if method == "ssl_alm"
+                           else self._fedavg_round(pool, t, method) for method in self.methods}
         return self.last_round
 
     def _alm_round(self, pool: Pool, t: int) -> dict:

@@ -109,7 +109,8 @@ class Learner:
         sums = {}
         for _ in range(self.ppo_epochs):
             for part in torch.arange(len(ids)).chunk(self.mini_batches):
-                totals = BatchTotals.of(mask[part], self.max_new_tokens and max(self.max_new_tokens, mask.shape[1]))
+                # Dr. GRPO's constant normaliser is the completion budget, not the padded prompt+completion width
+                totals = BatchTotals.of(mask[part], self.max_new_tokens or int(mask.sum(1).max()))
                 self.optimizer.zero_grad(set_to_none=True)
                 for micro in part.split(self.micro_batch_size):
                     stats, logp = self._accumulate(ids[micro], attn[micro], mask[micro], adv[micro],
@@ -127,7 +128,8 @@ class Learner:
                                              "weights left unchanged (lower the learning rate?)")
                 self.optimizer.step()
                 self.updates += 1
-                sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm.item() / (self.ppo_epochs * self.mini_batches)
+                updates = self.ppo_epochs * self.mini_batches
+                sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm.item() / updates
         tokens = int(mask.sum().item())
         sums["learner_tokens_per_s"] = tokens * self.ppo_epochs / max(time.perf_counter() - start, 1e-9)
         if rollout_logprobs is not None:

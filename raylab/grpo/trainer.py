@@ -51,7 +51,8 @@ def learner_options(cfg, pad_token_id: int) -> dict:
 class GRPOTrainer:
     def __init__(self, cfg, train_examples: list[dict], eval_examples: list[dict], reward_fn,
                  actor_cpus=lambda n: n):
-        self.cfg, self.train_examples, self.eval_examples, self.reward_fn = cfg, train_examples, eval_examples, reward_fn
+        self.cfg, self.reward_fn = cfg, reward_fn
+        self.train_examples, self.eval_examples = train_examples, eval_examples
         self.adv_mode = mode_from_config(cfg.algorithm.adv_estimator, cfg.algorithm.norm_adv_by_std_in_grpo)
         ro = cfg.rollout
         self.sampling = SamplingConfig(ro.num_generations, ro.max_new_tokens, ro.temperature, ro.top_p)

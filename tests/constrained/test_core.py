@@ -39,6 +39,10 @@ def test_stochastic_methods_approach_the_kkt_point():
 @pytest.mark.parametrize("method", ["ssl_alm", "storm_alm"])
 def test_nonconvex_qp_reaches_stationarity(method):
     p = nonconvex_qp(dim=20, constraints=5, X="box", seed=0)
+    assert torch.allclose(p.A @ p.x_feasible, p.b) and bool(torch.all((p.x_feasible > 0) & (p.x_feasible < 1)))
+    origin = p.full_grad(torch.zeros(20, dtype=DT))
+    eig = torch.linalg.eigvalsh(torch.stack([p.full_grad(e) - origin for e in torch.eye(20, dtype=DT)]))
+    assert float(eig.min()) == pytest.approx(-1.0) and float(eig.max()) == pytest.approx(10.0)
     r = solve(p, method, samples=12_000, seed=0, log_every=3000)
     assert r.final["stationarity"] <= 1e-2
     assert r.final["infeasibility"] <= 1e-2

@@ -53,3 +53,11 @@ def test_tasks_and_their_errors(tmp_path):
         make_task("copy", 4)
     with pytest.raises(FileNotFoundError, match="no task.json"):
         load_task(tmp_path / "elsewhere")
+
+
+def test_demo_prints_both_traces(capsys):
+    from raylab.diffusion.demo import main
+
+    assert main(["--checkpoint", str(CHECKPOINT)]) == 0
+    out = capsys.readouterr().out
+    assert "static: 12 forward passes" in out and "FreeDave output equals static output" in out

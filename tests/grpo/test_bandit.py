@@ -180,6 +180,16 @@ def test_group_with_equal_rewards_gets_no_update_and_bad_input_is_named():
         LogLinearBandit(features, torch.tensor([3]))
 
 
+def test_experiment_config_errors_are_one_line():
+    from raylab.config import ConfigError, validate
+
+    for bad, match in [({"group_size": 1}, "group_size"), ({"difficulties": {"hard": 1.5}}, "hard"),
+                       ({"bandit": {"init_norm": 0.5}}, "init_norm"), ({"modes": ["rloo"]}, "modes")]:
+        with pytest.raises(ConfigError, match=match) as err:
+            validate({"experiment": "grpo_bandit", **bad})
+        assert "\n" not in str(err.value)
+
+
 @pytest.mark.ray
 @pytest.mark.slow  # about 15-25 s on the shared 2-core machine, most of it Ray workers importing torch
 def test_experiment_runs_on_ray_and_resumes_identically(tmp_path, ray_local):
