@@ -9,6 +9,7 @@ last checkpoint, since the retry finds the same run directory. At the end the sw
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import yaml
@@ -50,11 +51,13 @@ def param_space(sweep: SweepConfig) -> dict:
     return space
 
 
-def _trainable(sampled: dict, base: dict) -> None:
+def _trainable(sampled: dict, base: dict, cwd: str) -> None:
     from ray import tune
 
     from raylab.driver import execute
 
+    if os.path.isdir(cwd):  # Tune starts trials in their own directory; relative paths in configs mean cwd
+        os.chdir(cwd)
     cfg = trial_config(base, sampled)
     run_dir = Path(tune.get_context().get_trial_dir()) / "run"
     resuming = (run_dir / "config.yaml").exists()  # a retry of a failed trial
@@ -85,7 +88,7 @@ def sweep(cfg: RunConfig, address: str | None = None) -> tuple[Path, dict, list[
     out = new_run_dir(cfg.output_dir, f"{cfg.name}-sweep")
     write_config(out, to_dict(cfg))
     scheduler = (ASHAScheduler(grace_period=sw.grace_period) if sw.scheduler == "asha" else FIFOScheduler())
-    trainable = functools.partial(_trainable, base=to_dict(cfg))
+    trainable = functools.partial(_trainable, base=to_dict(cfg), cwd=os.getcwd())
     resources = {"cpu": sw.cpus_per_trial, "gpu": sw.gpus_per_trial}
     with ray_session(cfg, address):
         tuner = tune.Tuner(
@@ -97,7 +100,7 @@ def sweep(cfg: RunConfig, address: str | None = None) -> tuple[Path, dict, list[
                                       failure_config=tune.FailureConfig(max_failures=sw.max_failures)),
         )
         grid = tuner.fit()
-    trials = [{**{k: r.config.get(k) for k in sw.space}, sw.metric: (r.metrics or {}).get(sw.metric),
+    trials = [{**{k: (r.config or {}).get(k) for k in sw.space}, sw.metric: (r.metrics or {}).get(sw.metric),
                "error": str(r.error).splitlines()[0] if r.error else ""} for r in grid]
     best = grid.get_best_result(metric=sw.metric, mode=sw.mode, scope="last") if any(
         t[sw.metric] is not None for t in trials) else None

@@ -4,7 +4,7 @@
 
 1. The committed tiny MDLM on CUDA in float32 and float64: FreeDave's output vs static's (exact-match rate),
    tokens per NFE and wall-clock tokens/s at batch 1 and 16 (`raylab bench freedave --device cuda`).
-2. A random 12-layer, d=1024 TinyMDLM (~150M parameters) with a 256-token answer, where a forward pass costs
+2. A random 12-layer, d=1024 TinyMDLM (~220M parameters) with a 256-token answer, where a forward pass costs
    real GPU time: static vs FreeDave (k = 4, 8) NFE and wall clock at batch 1, block-causal with and without the
    prefix cache (outputs compared). A random model's confidences are low, so few drafts verify: this part
    measures the cost of verifying k drafts per forward, not the gain on a trained model.
@@ -62,10 +62,10 @@ def main() -> int:
         runs[name] = {"nfe": int(res.nfe[0]), "seconds": seconds, "tokens_per_s": 256 / seconds,
                       "sequence": res.sequences[0].tolist()}
         print(name, runs[name]["nfe"], f"{seconds:.2f}s")
-    results["random_150m"] = {k: {kk: v for kk, v in r.items() if kk != "sequence"} for k, r in runs.items()}
-    results["random_150m_freedave_equals_static"] = {
+    results["random_220m"] = {k: {kk: v for kk, v in r.items() if kk != "sequence"} for k, r in runs.items()}
+    results["random_220m_freedave_equals_static"] = {
         k: runs[k]["sequence"] == runs["static"]["sequence"] for k in ("freedave_k4", "freedave_k8")}
-    results["random_150m_cache_equals_no_cache"] = (
+    results["random_220m_cache_equals_no_cache"] = (
         runs["static_block_causal_cache"]["sequence"] == runs["static_block_causal"]["sequence"])
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
