@@ -4,7 +4,9 @@ import subprocess
 import sys
 
 PURE = ["raylab.config", "raylab.results", "raylab.cli", "raylab.constrained", "raylab.diffusion", "raylab.grpo",
-        "raylab.grpo.advantages", "raylab.grpo.loss", "raylab.grpo.bandit", "raylab.grpo.rewards", "raylab.federated"]
+        "raylab.grpo.advantages", "raylab.grpo.loss", "raylab.grpo.bandit", "raylab.grpo.rewards", "raylab.grpo.policy", "raylab.grpo.learner",
+        "raylab.grpo.rollout", "raylab.grpo.rollout.hf", "raylab.grpo.rollout.vllm", "raylab.data",
+        "raylab.data.arithmetic", "raylab.federated"]
 
 CHECK = """
 import importlib, sys

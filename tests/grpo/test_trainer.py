@@ -76,10 +76,10 @@ def test_resume_continues_identically(ray_local, tiny_model_dir, tmp_path):
 @pytest.mark.parametrize("override, message", [
     ({"rollout.num_generations": 1}, "rollout.num_generations: Input should be greater than or equal to 2"),
     ({"algorithm.reward": "no_such_reward"}, "algorithm.reward"),
-    ({"policy.model": "./no/such/model"}, "policy.model: Value error, model './no/such/model': no such model"),
+    ({"policy.model": "./no/such/model"}, "policy.model: .*'./no/such/model': no such model directory"),
     ({"algorithm.loss_agg_mode": "mean"}, "algorithm.loss_agg_mode"),
 ])
 def test_bad_configs_are_one_line_errors(tiny_model_dir, override, message):
-    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")) as err:
+    with pytest.raises(ConfigError, match=message) as err:
         config(tiny_model_dir, **override)
     assert "\n" not in str(err.value)
