@@ -79,8 +79,9 @@ def time_raylab(model_dir: str, args) -> list[float]:
                     "rollout": {"backend": "hf", "num_workers": args.workers,
                                 "cpus_per_worker": max(args.cpus - 1, 1) / args.workers,
                                 "gpus_per_worker": gpu_share, "num_generations": args.k,
-                                "max_new_tokens": args.max_new_tokens},
-                    "learner": {"lr": 1e-4, "cpus": 1, "gpus": gpu_share, "micro_batch_size": args.prompts * args.k}})
+                                "max_new_tokens": args.max_new_tokens, "threads": args.threads},
+                    "learner": {"lr": 1e-4, "cpus": 1, "gpus": gpu_share, "micro_batch_size": args.prompts * args.k,
+                                "threads": args.threads}})
     examples = [{"prompt": p, "answer": ""} for p in PROMPTS]
     trainer = GRPOTrainer(cfg, examples, examples, digit_reward)
     try:
@@ -127,6 +128,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--model-size", choices=sorted(MODEL_SIZES), default="3.6m")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray instance and of TRL's torch")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per raylab actor (default: its CPUs); the step's phases never overlap")
     args = p.parse_args(argv)
     import os
 

@@ -56,6 +56,8 @@ class RolloutConfig(Section):
     num_workers: int = Field(2, ge=1)
     cpus_per_worker: float = Field(1.0, ge=0)
     gpus_per_worker: float = Field(0.0, ge=0)
+    threads: int | None = Field(None, ge=1, description="torch threads per worker (None: its CPUs); rollout and "
+                                "learner phases never overlap, so each may use every core in its turn")
     num_generations: int = Field(8, ge=2, description="K, answers per question (a group needs two)")
     max_new_tokens: int = Field(8, ge=1)
     temperature: float = Field(1.0, gt=0)
@@ -101,6 +103,7 @@ class LearnerConfig(Section):
     bf16: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
     cpus: float = Field(1.0, ge=0)
     gpus: float = Field(0.0, ge=0)
+    threads: int | None = Field(None, ge=1, description="torch threads of the learner (None: its CPUs)")
     lora: LoraConfig = LoraConfig()
 
 

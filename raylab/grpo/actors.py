@@ -74,12 +74,16 @@ class LearnerWorker:
 
 
 def build_rollout_workers(count: int, backend: str, model: str, sampling: SamplingConfig, *, cpus: float,
-                          gpus: float = 0.0, seed: int = 0, options: dict | None = None) -> list:
-    """`count` rollout actors, each with its own seed offset so their samples differ."""
+                          gpus: float = 0.0, seed: int = 0, options: dict | None = None,
+                          threads: int | None = None) -> list:
+    """`count` rollout actors, each with its own seed offset so their samples differ. `threads`: torch threads
+    per actor (default: its CPUs)."""
     cls = ray.remote(num_cpus=cpus, num_gpus=gpus)(RolloutWorker)
-    return [cls.remote(backend, model, sampling, seed + 7919 * (i + 1), max(cpus, 1), options)
+    return [cls.remote(backend, model, sampling, seed + 7919 * (i + 1), threads or max(cpus, 1), options)
             for i in range(count)]
 
 
-def build_learner(model: str, *, cpus: float, gpus: float = 0.0, options: dict | None = None):
-    return ray.remote(num_cpus=cpus, num_gpus=gpus)(LearnerWorker).remote(model, max(cpus, 1), options or {})
+def build_learner(model: str, *, cpus: float, gpus: float = 0.0, options: dict | None = None,
+                  threads: int | None = None):
+    actor = ray.remote(num_cpus=cpus, num_gpus=gpus)(LearnerWorker)
+    return actor.remote(model, threads or max(cpus, 1), options or {})

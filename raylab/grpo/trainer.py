@@ -63,9 +63,9 @@ class GRPOTrainer:
             options = {"device": "cuda" if ro.gpus_per_worker > 0 else "cpu"}
         self.workers = build_rollout_workers(ro.num_workers, ro.backend, cfg.policy.model, self.sampling,
                                              cpus=actor_cpus(ro.cpus_per_worker), gpus=ro.gpus_per_worker,
-                                             seed=cfg.seed, options=options)
+                                             seed=cfg.seed, options=options, threads=ro.threads)
         self.learner = build_learner(cfg.policy.model, cpus=actor_cpus(cfg.learner.cpus), gpus=cfg.learner.gpus,
-                                     options=learner_options(cfg, pad_id))
+                                     options=learner_options(cfg, pad_id), threads=cfg.learner.threads)
         self.weights_version = 0
 
     # --- rollouts --------------------------------------------------------------------------------------------
