@@ -2,14 +2,17 @@
 vllm backends side by side, all measured in this run on the same model.
 
     raylab bench grpo                                  # 4 prompts x 8 completions of <= 32 tokens, 6 steps each
-    raylab bench grpo --steps 10 --backends hf         # skip the vLLM throughput
+    raylab bench grpo --steps 10 --backends hf,torch   # skip the vLLM throughput
     raylab bench grpo --skip-trl                       # raylab and rollout throughput only
 
 The model is a random Llama of about 3.6M parameters with the character tokenizer (hidden 256, 6 layers),
-saved to a temporary folder and loaded by both sides. Both use HF generation for the step comparison,
-temperature 1, no KL (TRL's default beta=0), one update per batch, the same reward, and stop at the same
-end-of-sequence token, so both do the same work. raylab's step runs two rollout workers sharing one CPU and a
-learner actor on the other (one torch thread per actor). The first step of each side is a warm-up, not timed.
+saved to a temporary folder and loaded by both sides. Same work on both sides: temperature 1, no KL (TRL's
+default beta=0), one update per batch, the same reward, the same end-of-sequence token. raylab's step is timed
+twice, with the `hf` rollout backend (transformers `generate`, what TRL uses) and with the `torch` backend
+(raylab's own KV-cached sampler, the same distribution), so the table separates what the decoder buys from what
+the layout buys. Layout: `--workers` rollout actors share the CPUs, one torch thread each, and the learner actor
+uses every CPU in its turn (`--learner-threads`), since the step's phases never overlap; TRL's process gets
+all CPUs as torch threads. The first step of each side is a warm-up, not timed.
 """
 from __future__ import annotations
 
@@ -69,19 +72,20 @@ def time_trl(model_dir: str, args) -> list[float]:
     return [b - a for a, b in zip(stamps, stamps[1:])]
 
 
-def time_raylab(model_dir: str, args) -> list[float]:
+def time_raylab(model_dir: str, backend: str, args) -> list[float]:
     from raylab.config import validate
     from raylab.grpo.trainer import GRPOTrainer
 
     gpu_share = 1 / (args.workers + 1) if args.device == "cuda" else 0.0  # all actors share the one GPU
     cfg = validate({"experiment": "grpo", "seed": 0, "steps": args.steps + 1, "prompts_per_step": args.prompts,
                     "policy": {"model": model_dir},
-                    "rollout": {"backend": "hf", "num_workers": args.workers,
+                    "rollout": {"backend": backend, "num_workers": args.workers,
                                 "cpus_per_worker": max(args.cpus - 1, 1) / args.workers,
                                 "gpus_per_worker": gpu_share, "num_generations": args.k,
-                                "max_new_tokens": args.max_new_tokens, "threads": args.threads},
+                                "max_new_tokens": args.max_new_tokens,
+                                "threads": max(1, args.cpus // args.workers)},
                     "learner": {"lr": 1e-4, "cpus": 1, "gpus": gpu_share, "micro_batch_size": args.prompts * args.k,
-                                "threads": args.threads}})
+                                "threads": args.learner_threads or args.cpus}})
     examples = [{"prompt": p, "answer": ""} for p in PROMPTS]
     trainer = GRPOTrainer(cfg, examples, examples, digit_reward)
     try:
@@ -123,13 +127,14 @@ def main(argv: list[str]) -> int:
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--workers", type=int, default=2, help="raylab rollout workers")
     p.add_argument("--rollout-prompts", type=int, default=32, help="prompts per call in the throughput test")
-    p.add_argument("--backends", default="hf,vllm", help="rollout backends to measure tokens/s of")
+    p.add_argument("--backends", default="hf,torch,vllm", help="rollout backends to measure tokens/s of")
+    p.add_argument("--step-backends", default="hf,torch", help="rollout backends of the timed raylab steps")
     p.add_argument("--skip-trl", action="store_true")
     p.add_argument("--model-size", choices=sorted(MODEL_SIZES), default="3.6m")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray instance and of TRL's torch")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads per raylab actor (default: its CPUs); the step's phases never overlap")
+    p.add_argument("--learner-threads", type=int, default=None,
+                   help="torch threads of raylab's learner actor (default: --cpus; the phases never overlap)")
     args = p.parse_args(argv)
     import os
 
@@ -143,25 +148,33 @@ def main(argv: list[str]) -> int:
         print(f"device: {args.device}; model: random Llama {_params(model_dir) / 1e6:.1f}M params, char tokenizer; "
               f"{args.prompts} prompts x {args.k} completions of {args.max_new_tokens} tokens")
         trl_steps = None if args.skip_trl else time_trl(model_dir, args)
-        ray.init(num_cpus=args.cpus, num_gpus=1 if args.device == "cuda" else 0, include_dashboard=False,
-                 log_to_driver=False)
+        own_ray = not ray.is_initialized()  # a caller's instance (a test session) is used as it is
+        if own_ray:
+            ray.init(num_cpus=args.cpus, num_gpus=1 if args.device == "cuda" else 0, include_dashboard=False,
+                     log_to_driver=False)
         try:
-            raylab_steps = time_raylab(model_dir, args)
+            raylab_steps = {b: time_raylab(model_dir, b, args) for b in args.step_backends.split(",") if b}
         finally:
-            ray.shutdown()
-        ray_s = statistics.median(raylab_steps)
-        print(f"raylab (hf, {args.workers} rollout workers): {ray_s:.3f} s/step (median of {len(raylab_steps)})")
-        if trl_steps:
-            trl_s = statistics.median(trl_steps)
-            print(f"TRL GRPOTrainer (hf generate):   {trl_s:.3f} s/step (median of {len(trl_steps)})")
-            print(f"ratio raylab / TRL: {ray_s / trl_s:.2f}x  (target <= 0.8x on CPU)")
+            if own_ray:
+                ray.shutdown()
+        trl_s = statistics.median(trl_steps) if trl_steps else None
+        if trl_s:
+            print(f"TRL GRPOTrainer (hf generate):          {trl_s:.3f} s/step (median of {len(trl_steps)})")
+        for backend, steps in raylab_steps.items():
+            ray_s = statistics.median(steps)
+            ratio = f"   {ray_s / trl_s:.2f}x TRL" if trl_s else ""
+            print(f"raylab ({backend:5s} rollouts, {args.workers} workers): {ray_s:.3f} s/step (median of {len(steps)})"
+                  f"{ratio}")
+        if trl_s:
+            print(f"target: <= {0.8 if args.device == 'cpu' else 0.5}x TRL's step time")
         print(f"rollout throughput, {args.rollout_prompts} prompts x {args.k} x {args.max_new_tokens} tokens, "
               "one process:")
         rates = {b: rollout_throughput(model_dir, b, args) for b in args.backends.split(",") if b}
         for backend, rate in rates.items():
             print(f"  {backend:5s} {rate:9.1f} tokens/s")
-        if "hf" in rates and "vllm" in rates:
-            print(f"  vllm / hf: {rates['vllm'] / rates['hf']:.2f}x")
+        for backend in ("torch", "vllm"):
+            if "hf" in rates and backend in rates:
+                print(f"  {backend} / hf: {rates[backend] / rates['hf']:.2f}x")
     return 0
 
 

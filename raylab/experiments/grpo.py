@@ -52,7 +52,7 @@ class VLLMOptions(Section):
 
 
 class RolloutConfig(Section):
-    backend: Literal["hf", "vllm"] = "hf"
+    backend: Literal["hf", "torch", "vllm"] = "hf"
     num_workers: int = Field(2, ge=1)
     cpus_per_worker: float = Field(1.0, ge=0)
     gpus_per_worker: float = Field(0.0, ge=0)

@@ -84,7 +84,7 @@ def main() -> int:
     if not args.skip_bench:
         from raylab.bench.grpo import main as bench
 
-        backends = "hf,vllm" if _has("vllm") else "hf"
+        backends = "hf,torch,vllm" if _has("vllm") else "hf,torch"
         bench(["--prompts", "16", "--k", "4", "--max-new-tokens", "64", "--steps", "8", "--backends", backends,
                "--model-size", "27m", "--device", "cuda"])
     return 1 if failed else 0

@@ -1,5 +1,5 @@
 """Rollout workers and the learner as Ray actors: after a weight sync, the rollout backend's log-probs of a fixed
-completion equal the learner's (hf with full fine-tuning; vLLM with LoRA merged), and a NaN loss in the learner
+completion equal the learner's (hf and torch with full fine-tuning; vLLM with LoRA merged), and a NaN loss in the learner
 actor reaches the driver as one line. One vLLM engine for the whole module (it takes ~20 s or more to start)."""
 import pytest
 import ray
@@ -36,9 +36,10 @@ def sync_proof(learner, worker):
         assert c.logprobs == pytest.approx(learner_logprobs(learner, c.prompt_ids, c.completion_ids), abs=2e-4)
 
 
-def test_hf_worker_gets_full_weights(ray_local, tiny_model_dir):
+@pytest.mark.parametrize("backend", ["hf", "torch"])
+def test_worker_gets_full_weights(ray_local, tiny_model_dir, backend):
     learner = build_learner(tiny_model_dir, cpus=1, options=dict(lr=5e-2))
-    [worker] = build_rollout_workers(1, "hf", tiny_model_dir, SAMPLING, cpus=1)
+    [worker] = build_rollout_workers(1, backend, tiny_model_dir, SAMPLING, cpus=1)
     try:
         sync_proof(learner, worker)
     finally:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-BACKENDS = ("hf", "vllm")
+BACKENDS = ("hf", "torch", "vllm")
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,10 @@ def make_rollout(backend: str, model: str, seed: int = 0, **options):
         from raylab.grpo.rollout.hf import HFRollout
 
         return HFRollout(model, seed=seed, **options)
+    if backend == "torch":
+        from raylab.grpo.rollout.torch_decoder import TorchRollout
+
+        return TorchRollout(model, seed=seed, **options)
     if backend == "vllm":
         from raylab.grpo.rollout.vllm import VLLMRollout
 
