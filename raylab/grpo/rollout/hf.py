@@ -40,15 +40,19 @@ class HFRollout:
         # scores are the processed (temperature, top-p) logits each token was sampled from
         logp = torch.stack([torch.log_softmax(s.float(), -1) for s in out.scores], dim=1)
         logp = logp.gather(-1, new_tokens[..., None]).squeeze(-1).cpu()
+        prompt_ids = [ids[mask.bool()].tolist() for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
+        return self._records(prompt_ids, new_tokens.tolist(), logp, sampling.num_generations)
+
+    def _records(self, prompt_ids: list[list[int]], rows: list[list[int]], logp: torch.Tensor,
+                 k: int) -> list[Completion]:
+        """Completion records of generated rows (K per prompt, in prompt order), each cut after its first EOS."""
         eos = self.tokenizer.eos_token_id
         completions = []
-        for row, tokens in enumerate(new_tokens.tolist()):
-            prompt_index = row // sampling.num_generations
+        for row, tokens in enumerate(rows):
             finished = eos in tokens
             length = tokens.index(eos) + 1 if finished else len(tokens)
-            prompt_ids = enc["input_ids"][prompt_index][enc["attention_mask"][prompt_index].bool()].tolist()
             completions.append(Completion(
-                prompt_index=prompt_index, prompt_ids=prompt_ids, completion_ids=tokens[:length],
+                prompt_index=row // k, prompt_ids=prompt_ids[row // k], completion_ids=tokens[:length],
                 logprobs=logp[row, :length].tolist(),
                 text=self.tokenizer.decode(tokens[:length], skip_special_tokens=True), finished=finished))
         return completions

@@ -19,13 +19,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from raylab.grpo.policy import load_policy, load_tokenizer, pad_sequences, token_logprobs
-from raylab.grpo.rollout.common import Completion, SamplingConfig, unpack_weights
+from raylab.grpo.policy import load_policy, load_tokenizer
+from raylab.grpo.rollout.common import Completion, SamplingConfig
+from raylab.grpo.rollout.hf import HFRollout
 
 SUPPORTED = ("llama", "qwen2", "mistral")
 
 
-class TorchRollout:
+class TorchRollout(HFRollout):
+    """An `HFRollout` (same loading, weight format and `score`) whose `generate` is the lean decoder below."""
+
     def __init__(self, model, seed: int = 0, dtype: str = "float32", device: str = "cpu", tokenizer=None):
         """`model`: a path or hub id, or an already built causal LM (then pass its `tokenizer` too)."""
         if isinstance(model, str):
@@ -51,7 +54,7 @@ class TorchRollout:
                                torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])))
 
     def load_weights(self, blob: bytes) -> None:
-        self.model.load_state_dict(unpack_weights(blob), strict=True)
+        super().load_weights(blob)
         self._fuse()
 
     # --- the decoder -------------------------------------------------------------------------------------------
@@ -129,26 +132,7 @@ class TorchRollout:
                 break
             position = position + 1
             h = self._forward(token[:, None], position[:, None], key_mask, cache, width + step)[:, -1]
-        return self._completions(prompt_ids, torch.stack(tokens, 1).tolist(), torch.stack(logps, 1).cpu(), k)
-
-    def _completions(self, prompt_ids, rows, logps, k) -> list[Completion]:
-        eos = self.tokenizer.eos_token_id
-        out = []
-        for r, tokens in enumerate(rows):
-            finished = eos in tokens
-            length = tokens.index(eos) + 1 if finished else len(tokens)
-            out.append(Completion(prompt_index=r // k, prompt_ids=prompt_ids[r // k], completion_ids=tokens[:length],
-                                  logprobs=logps[r, :length].tolist(),
-                                  text=self.tokenizer.decode(tokens[:length], skip_special_tokens=True),
-                                  finished=finished))
-        return out
-
-    @torch.no_grad()
-    def score(self, prompt_ids: list[int], completion_ids: list[int], temperature: float = 1.0) -> list[float]:
-        """The log-prob of each completion token given the prompt, under the current weights."""
-        ids, attn, _ = pad_sequences([prompt_ids], [completion_ids], self.tokenizer.pad_token_id)
-        logp = token_logprobs(self.model, ids.to(self.device), attn.to(self.device), temperature)[0]
-        return logp[len(prompt_ids):].tolist()
+        return self._records(prompt_ids, torch.stack(tokens, 1).tolist(), torch.stack(logps, 1).cpu(), k)
 
 
 def _rotate(x, cos, sin):
