@@ -3,8 +3,8 @@ by path or hub id.
 
 No network is needed for the CPU default: `build_char_tokenizer` makes a real `PreTrainedTokenizerFast` (one
 token per printable ASCII character) and `build_tiny_model` a randomly initialised Llama of a few million
-parameters. `warm_up` trains it briefly with supervised learning on a synthetic task so that GRPO starts from a
-policy that is sometimes right (a random policy never earns a reward). Make the committed warmed-up policy with
+parameters. `warm_up` trains it with supervised learning on a synthetic task so that GRPO starts from a policy that is
+sometimes right (a random policy never earns a reward). Make the committed warmed-up policy with
 
     python -m raylab.grpo.policy assets/tiny_policy
 
@@ -12,6 +12,7 @@ and load it, or a real model, with `load_policy("assets/tiny_policy")` / `load_p
 """
 from __future__ import annotations
 
+import random
 import string
 import sys
 from pathlib import Path
@@ -159,17 +160,31 @@ def warm_up(model, tokenizer, examples: list[dict], steps: int, lr: float = 3e-3
     return losses
 
 
-def make_tiny_policy(out_dir: str | Path, steps: int = 80, seed: int = 0) -> Path:
-    """Builds, warms up on 1-digit addition, and saves the tiny policy (model + tokenizer) to `out_dir`.
+def drop_carries(examples: list[dict], keep: float, seed: int = 0) -> list[dict]:
+    """A flawed teacher: on questions whose answer has more than one digit, the demonstration drops the leading
+    carry ("7+8=" -> "5") except with probability `keep`; other answers stay right."""
+    rng = random.Random(seed)
+    return [dict(ex, answer=ex["answer"][1:]) if len(ex["answer"]) > 1 and rng.random() >= keep else ex
+            for ex in examples]
 
-    80 steps leave it right about half the time (greedy) and a third of the time (sampling at temperature 1):
-    the regime where GRPO's group advantages carry signal. Longer warm-ups solve the task outright.
+
+def make_tiny_policy(out_dir: str | Path, steps: int = 400, seed: int = 0, keep_carry: float = 0.35) -> Path:
+    """Builds, warms up on 1-digit addition taught by a flawed teacher, and saves the tiny policy to `out_dir`.
+
+    The warm-up runs to convergence on demonstrations that drop the carry 65% of the time, so the policy is
+    confident and right on the 55 questions without a carry, and puts about 0.3 on the right answer and 0.7 on
+    the carry-less one for the other 45: greedy accuracy 0.55, sampled accuracy 0.66. GRPO's exact-match reward
+    separates the two answers in almost every group of a carry question, so it has a clear signal to fix them.
+    Why not a short warm-up on correct answers (the earlier 80 steps)? That leaves a half-trained policy whose
+    errors are diffuse (a third of the probability on the right digit everywhere) in a region so sharp that
+    GRPO's noisy Adam steps lower its greedy accuracy instead of raising it (docs/grpo.md, grpo_tiny).
     """
     from raylab.data.arithmetic import make_arithmetic
 
     tokenizer = build_char_tokenizer()
     model = build_tiny_model(tokenizer, seed=seed)
-    warm_up(model, tokenizer, make_arithmetic(20000, digits=1, seed=seed + 1), steps=steps, seed=seed)
+    examples = drop_carries(make_arithmetic(20000, digits=1, seed=seed + 1), keep_carry, seed=seed)
+    warm_up(model, tokenizer, examples, steps=steps, lr=2e-3, seed=seed)
     out = Path(out_dir)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from raylab.data.arithmetic import make_arithmetic
-from raylab.grpo.policy import load_policy, load_tokenizer, pad_sequences, token_logprobs
+from raylab.grpo.policy import drop_carries, load_policy, load_tokenizer, pad_sequences, token_logprobs
 
 
 def test_char_tokenizer_round_trips_through_from_pretrained(tiny_model_dir):
@@ -43,3 +43,15 @@ def test_arithmetic_examples_are_exact_and_seeded():
         assert ex["prompt"].endswith("=") and str(eval(ex["prompt"][:-1])) == ex["answer"]
     with pytest.raises(ValueError, match="ops"):
         make_arithmetic(5, ops="/")
+
+
+def test_flawed_teacher_drops_only_carries():
+    examples = make_arithmetic(2000, digits=1, seed=1)
+    flawed = drop_carries(examples, keep=0.35)
+    assert flawed == drop_carries(examples, keep=0.35)
+    carries = [(e, f) for e, f in zip(examples, flawed) if len(e["answer"]) > 1]
+    assert all(e == f for e, f in zip(examples, flawed) if len(e["answer"]) == 1)
+    # a dropped carry keeps the units digit; about 35% of the carry answers stay right
+    assert all(f["answer"] in (e["answer"], e["answer"][1:]) for e, f in carries)
+    kept = sum(e == f for e, f in carries) / len(carries)
+    assert 0.28 < kept < 0.42
