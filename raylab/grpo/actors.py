@@ -2,8 +2,8 @@
 
     workers = build_rollout_workers(2, "hf", "assets/tiny_policy", sampling, cpus=1)
     learner = build_learner("assets/tiny_policy", cpus=1, lr=1e-4)
-    blob = ray.put(ray.get(learner.export_weights.remote()))
-    ray.get([w.load_weights.remote(blob) for w in workers])      # every worker gets the new weights
+    weights = learner.export_weights.remote()                   # one object in the store
+    ray.get([w.load_weights.remote(weights, 1) for w in workers])      # every worker gets the new weights
 
 `ray.remote(...)` is applied here, with the CPUs and GPUs the config asks for.
 """
@@ -37,8 +37,8 @@ class RolloutWorker:
     def generate(self, prompts: list[str], seed: int, sampling: SamplingConfig | None = None):
         return self.backend.generate(prompts, sampling or self.sampling, seed)
 
-    def load_weights(self, blob: bytes, version: int) -> int:
-        self.backend.load_weights(blob)
+    def load_weights(self, packed: dict, version: int) -> int:
+        self.backend.load_weights(packed)
         self.weights_version = version
         return version
 
@@ -63,7 +63,7 @@ class LearnerWorker:
         logp, mask = self.learner.logprobs(prompt_ids, completion_ids)
         return [row[m.bool()].tolist() for row, m in zip(logp, mask)]
 
-    def export_weights(self) -> bytes:
+    def export_weights(self) -> dict:
         return pack_weights(self.learner.export_weights())
 
     def state_dict(self) -> dict:

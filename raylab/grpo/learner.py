@@ -2,7 +2,7 @@
 
     learner = Learner("assets/tiny_policy", lr=1e-4, lora_rank=8)
     metrics = learner.train_step(prompt_ids, completion_ids, advantages, rollout_logprobs)
-    blob = pack_weights(learner.export_weights())          # full HF weights, LoRA merged, for the rollout workers
+    packed = pack_weights(learner.export_weights())        # full HF weights, LoRA merged, for the rollout workers
 
 Full fine-tuning or LoRA (peft: rank, alpha, target modules), gradient accumulation over micro-batches (the loss
 shares of `raylab.grpo.loss.aggregate` add up to the full-batch loss), gradient checkpointing, bf16 autocast on

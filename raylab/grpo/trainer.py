@@ -80,12 +80,18 @@ class GRPOTrainer:
                 out.append(c)
         return out
 
-    def sync_weights(self) -> float:
-        """Sends the learner's current weights to every worker (one object, fetched by each); returns seconds."""
-        start = time.perf_counter()
+    def _send_weights(self) -> list:
+        """Queues the learner's export and every worker's load (one object, fetched by each); returns the loads'
+        refs. Queued, not awaited: each actor runs its tasks in order, so an export queued behind a train step
+        exports the updated weights, and the driver waits for nothing in between."""
         self.weights_version += 1
-        blob = self.learner.export_weights.remote()
-        unwrap_errors([w.load_weights.remote(blob, self.weights_version) for w in self.workers])
+        weights = self.learner.export_weights.remote()
+        return [w.load_weights.remote(weights, self.weights_version) for w in self.workers]
+
+    def sync_weights(self) -> float:
+        """Sends the learner's current weights to every worker and waits for them; returns seconds."""
+        start = time.perf_counter()
+        unwrap_errors(self._send_weights())
         return time.perf_counter() - start
 
     def batch_prompts(self, step: int) -> list[dict]:
@@ -112,10 +118,13 @@ class GRPOTrainer:
             metrics["kl"] = seq_kl.mean().item()
         advantages = group_advantages(shaped.view(-1, k), self.adv_mode).flatten()
         learner_start = time.perf_counter()
-        stats = unwrap_errors(self.learner.train_step.remote(prompt_ids, completion_ids, advantages.tolist(),
-                                                             [c.logprobs for c in completions]))
+        stats_ref = self.learner.train_step.remote(prompt_ids, completion_ids, advantages.tolist(),
+                                                   [c.logprobs for c in completions])
+        loads = self._send_weights()  # behind the update in the learner's queue (a failed update changes nothing)
+        stats = unwrap_errors(stats_ref)
         learner_s = time.perf_counter() - learner_start
-        sync_s = self.sync_weights()
+        unwrap_errors(loads)
+        sync_s = time.perf_counter() - learner_start - learner_s
         tokens = sum(len(c) for c in completion_ids)
         metrics.update({
             "reward_mean": rewards.mean().item(), "reward_std": rewards.std(unbiased=False).item(),

@@ -88,3 +88,12 @@ def test_logprob_gap_is_zero_for_the_learners_own_logprobs(tiny_model_dir):
     own = [row[m.bool()].tolist() for row, m in zip(logp, mask)]
     stats = learner.train_step(PROMPTS, COMPLETIONS, ADV, rollout_logprobs=own)
     assert stats["logprob_gap_max"] < 1e-5
+
+
+def test_weight_transport_is_exact_for_float32_and_bfloat16():
+    from raylab.grpo.rollout.common import pack_weights, unpack_weights
+
+    weights = {"a": torch.randn(3, 4), "b": torch.randn(5).to(torch.bfloat16), "c": torch.randn(2, 2).t()}
+    back = unpack_weights(pack_weights(weights))
+    for name, tensor in weights.items():
+        assert back[name].dtype == tensor.dtype and torch.equal(back[name], tensor), name

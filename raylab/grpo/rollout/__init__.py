@@ -6,7 +6,7 @@
     vllm  vLLM's engine (`raylab.grpo.rollout.vllm.VLLMRollout`); vllm is imported only when one is built
 
 All return `Completion` records with the sampling log-prob of every generated token, take weights as
-`pack_weights` bytes (a `torch.save`d state dict with Hugging Face names), and score a fixed completion with
+`pack_weights` output (numpy arrays under Hugging Face names), and score a fixed completion with
 `score`, which is how the weight-sync tests compare them with the learner.
 """
 from raylab.grpo.rollout.common import BACKENDS, Completion, SamplingConfig, make_rollout, pack_weights, unpack_weights

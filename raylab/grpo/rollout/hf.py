@@ -57,8 +57,8 @@ class HFRollout:
                 text=self.tokenizer.decode(tokens[:length], skip_special_tokens=True), finished=finished))
         return completions
 
-    def load_weights(self, blob: bytes) -> None:
-        self.model.load_state_dict(unpack_weights(blob), strict=True)
+    def load_weights(self, packed: dict) -> None:
+        self.model.load_state_dict(unpack_weights(packed), strict=True)
 
     @torch.no_grad()
     def score(self, prompt_ids: list[int], completion_ids: list[int], temperature: float = 1.0) -> list[float]:

@@ -53,8 +53,8 @@ class TorchRollout(HFRollout):
             self.fused.append((torch.cat([p.weight for p in qkv]), bias,
                                torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])))
 
-    def load_weights(self, blob: bytes) -> None:
-        super().load_weights(blob)
+    def load_weights(self, packed: dict) -> None:
+        super().load_weights(packed)
         self._fuse()
 
     # --- the decoder -------------------------------------------------------------------------------------------

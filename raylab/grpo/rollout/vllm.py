@@ -2,10 +2,10 @@
 
     rollout = VLLMRollout("assets/tiny_policy", seed=0, gpu_memory_utilization=0.2)   # ~20 s to start on CPU
     completions = rollout.generate(prompts, SamplingConfig(num_generations=8), seed=step)
-    rollout.load_weights(blob)                                                          # in place, no restart
+    rollout.load_weights(packed)                                                        # in place, no restart
 
 vllm is imported when an engine is built, never when this module is imported. The engine runs its model in a
-worker process; new weights reach it through `LLM.collective_rpc("load_packed_weights", blob)`, a method that
+worker process; new weights reach it through `LLM.collective_rpc("load_packed_weights", packed)`, a method that
 `WeightReceiver` adds to vLLM's worker and that calls `model_runner.reload_weights` on the unpacked tensors.
 On CPU `gpu_memory_utilization` is the share of host memory given to the KV cache. A script that builds an
 engine needs an `if __name__ == "__main__":` guard, because vLLM starts its worker with spawn.
@@ -21,8 +21,8 @@ from raylab.grpo.rollout.common import Completion, SamplingConfig, unpack_weight
 class WeightReceiver:
     """Mixed into vLLM's worker (`worker_extension_cls`): loads a packed state dict in place."""
 
-    def load_packed_weights(self, blob: bytes) -> int:
-        weights = unpack_weights(blob)
+    def load_packed_weights(self, packed: dict) -> int:
+        weights = unpack_weights(packed)
         self.model_runner.reload_weights(weights_iterator=iter(weights.items()))
         return len(weights)
 
@@ -61,8 +61,8 @@ class VLLMRollout:
                                               logprobs=logprobs, text=c.text, finished=c.finish_reason == "stop"))
         return completions
 
-    def load_weights(self, blob: bytes) -> None:
-        self.llm.collective_rpc("load_packed_weights", args=(blob,))
+    def load_weights(self, packed: dict) -> None:
+        self.llm.collective_rpc("load_packed_weights", args=(packed,))
         self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
 
     def score(self, prompt_ids: list[int], completion_ids: list[int], temperature: float = 1.0) -> list[float]:
