@@ -1,7 +1,7 @@
 """Benchmark `grpo`: seconds per GRPO step of raylab vs TRL's GRPOTrainer, and rollout tokens/s of the hf and
 vllm backends side by side, all measured in this run on the same model.
 
-    raylab bench grpo                                  # 4 prompts x 8 completions of <= 32 tokens, 6 steps each
+    raylab bench grpo                                  # 4 prompts x 8 completions of <= 32 tokens, 2 x 6 steps each
     raylab bench grpo --steps 10 --backends hf,torch   # skip the vLLM throughput
     raylab bench grpo --skip-trl                       # raylab and rollout throughput only
 
@@ -12,7 +12,8 @@ twice, with the `hf` rollout backend (transformers `generate`, what TRL uses) an
 (raylab's own KV-cached sampler, the same distribution), so the table separates what the decoder buys from what
 the layout buys. Layout: `--workers` rollout actors share the CPUs, one torch thread each, and the learner actor
 uses every CPU in its turn (`--learner-threads`), since the step's phases never overlap; TRL's process gets
-all CPUs as torch threads. The first step of each side is a warm-up, not timed.
+all CPUs as torch threads. The sides take turns for `--rounds` rounds (TRL, raylab hf, raylab torch, TRL, ...),
+each a fresh trainer whose first step is a warm-up, not timed; the figure is the median over all timed steps.
 """
 from __future__ import annotations
 
@@ -121,7 +122,8 @@ def rollout_throughput(model_dir: str, backend: str, args) -> float:
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="raylab bench grpo", description=__doc__.split("\n")[0])
-    p.add_argument("--steps", type=int, default=6, help="timed steps per side (after one warm-up step)")
+    p.add_argument("--steps", type=int, default=6, help="timed steps per side and round (after a warm-up step)")
+    p.add_argument("--rounds", type=int, default=2, help="rounds in which the sides take turns")
     p.add_argument("--prompts", type=int, default=4)
     p.add_argument("--k", type=int, default=8, help="completions per prompt")
     p.add_argument("--max-new-tokens", type=int, default=32)
@@ -147,13 +149,19 @@ def main(argv: list[str]) -> int:
         model_dir = make_model(Path(tmp) / "model", args.model_size)
         print(f"device: {args.device}; model: random Llama {_params(model_dir) / 1e6:.1f}M params, char tokenizer; "
               f"{args.prompts} prompts x {args.k} completions of {args.max_new_tokens} tokens")
-        trl_steps = None if args.skip_trl else time_trl(model_dir, args)
+        backends = [b for b in args.step_backends.split(",") if b]
+        trl_steps, raylab_steps = [], {b: [] for b in backends}
         own_ray = not ray.is_initialized()  # a caller's instance (a test session) is used as it is
         if own_ray:
             ray.init(num_cpus=args.cpus, num_gpus=1 if args.device == "cuda" else 0, include_dashboard=False,
                      log_to_driver=False)
         try:
-            raylab_steps = {b: time_raylab(model_dir, b, args) for b in args.step_backends.split(",") if b}
+            # the sides take turns, so a burst of load from elsewhere on the machine hits every side alike
+            for _ in range(args.rounds):
+                if not args.skip_trl:
+                    trl_steps += time_trl(model_dir, args)
+                for backend in backends:
+                    raylab_steps[backend] += time_raylab(model_dir, backend, args)
         finally:
             if own_ray:
                 ray.shutdown()

@@ -9,7 +9,7 @@ from raylab.bench import grpo as bench
 @pytest.mark.slow
 def test_the_benchmark_runs_every_side(ray_local, capsys):
     pytest.importorskip("trl")
-    assert bench.main(["--steps", "1", "--prompts", "2", "--k", "2", "--max-new-tokens", "4",
+    assert bench.main(["--steps", "1", "--rounds", "1", "--prompts", "2", "--k", "2", "--max-new-tokens", "4",
                        "--rollout-prompts", "2", "--backends", "hf,torch", "--cpus", "1", "--workers", "1"]) == 0
     out = capsys.readouterr().out
     assert "TRL GRPOTrainer" in out
