@@ -41,6 +41,9 @@ class TorchRollout(HFRollout):
             raise ValueError(f"rollout backend 'torch' supports {SUPPORTED} with SiLU MLPs, not {kind!r}: "
                              "use rollout.backend=hf")
         self.seed = seed
+        cfg = self.model.config
+        self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.heads
         self._fuse()
 
     def _fuse(self) -> None:
@@ -61,9 +64,7 @@ class TorchRollout(HFRollout):
     def _forward(self, ids, positions, key_mask, cache, start: int) -> torch.Tensor:
         """Hidden states of `ids` [B, S] at cache slots start..start+S-1; key_mask [B, start+S] marks real keys."""
         m = self.model.model
-        cfg = self.model.config
-        heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+        heads, kv_heads, head_dim = self.heads, self.kv_heads, self.head_dim
         h = m.embed_tokens(ids)
         cos, sin = m.rotary_emb(h, positions)
         cos, sin = cos[:, None], sin[:, None]
@@ -71,9 +72,8 @@ class TorchRollout(HFRollout):
         end = start + S
         # queries see real keys at or before their own slot, and always their own slot: a padding query with
         # no real key would otherwise get NaN, which would then leak through the cache into the real rows
-        slots = torch.arange(end, device=ids.device)
-        own = slots == start + torch.arange(S, device=ids.device)[:, None]
-        mask = (slots <= start + torch.arange(S, device=ids.device)[:, None]) & key_mask[:, None, None, :end] | own
+        slots, query_slots = torch.arange(end, device=ids.device), start + torch.arange(S, device=ids.device)[:, None]
+        mask = (slots <= query_slots) & key_mask[:, None, None, :end] | (slots == query_slots)
         for layer, (w_qkv, b_qkv, w_gate_up), (k_cache, v_cache) in zip(m.layers, self.fused, cache):
             att = layer.self_attn
             x = layer.input_layernorm(h)
@@ -92,13 +92,9 @@ class TorchRollout(HFRollout):
         return m.norm(h)
 
     def _new_cache(self, batch: int, length: int):
-        cfg = self.model.config
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        shape = (batch, cfg.num_key_value_heads, length, head_dim)
-        dtype = self.model.dtype
-        return [(torch.zeros(shape, dtype=dtype, device=self.device), torch.zeros(shape, dtype=dtype,
-                                                                                  device=self.device))
-                for _ in self.model.model.layers]
+        shape, dtype = (batch, self.kv_heads, length, self.head_dim), self.model.dtype
+        new = lambda: torch.zeros(shape, dtype=dtype, device=self.device)  # noqa: E731
+        return [(new(), new()) for _ in self.model.model.layers]  # (keys, values) per layer
 
     @torch.inference_mode()
     def generate(self, prompts: list[str], sampling: SamplingConfig, seed: int) -> list[Completion]:
