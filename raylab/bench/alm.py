@@ -2,6 +2,7 @@
 
     raylab bench alm                   # eps 1e-2, cap 64000 samples per run, 3 seeds (6.5 min on one core)
     raylab bench alm --quick           # a smoke run: one point per baseline, budget 8000, 1 seed
+    raylab bench alm --wide-alm        # the ALMs tuned over 108 points each, as wide as the baselines' grids
 
 Contenders: ssl_alm and storm_alm (raylab), and the baselines penalty and sgda (raylab.constrained.methods) and
 cooper's AugmentedLagrangian formulation with SGD on x and on the multipliers (AlternatingDualPrimalOptimizer,
@@ -24,6 +25,7 @@ target of 3 is missed, the tuned penalty method wins (docs/constrained.md, "Meas
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import statistics
@@ -40,6 +42,8 @@ PROBLEM = dict(dim=20, constraints=5, X="box", m=1.0, M=10.0, noise=0.1, seed=0)
 BUDGET = 64000  # default cap per run
 ALM_HORIZON = 16000  # the run length whose default step sizes the ALMs' grid scales
 ALM_SCALES = (3.0, 1.0, 9.0, 1 / 3)
+# --wide-alm: the ALMs' hyper-parameters scaled one by one (108 points, about the penalty grid's 75)
+ALM_WIDE = dict(tau=(1, 3, 9, 27), eta=(0.3, 1, 3), beta=(1, 3, 9), rho=(0.1, 1, 3))
 # baselines, best-known point first. Units: penalty rho in L/||A||^2 (tau >= 2 is unstable: its step is
 # tau / curvature bound), sgda steps in 1/L, cooper lr in 1/(L + rho ||A||^2), dual_lr in rho, rho in L/||A||^2
 PENALTY_TAUS, PENALTY_RHOS = (1.9, 1.5, 1.0), (0.03, 0.1, 0.01, 0.3, 1.0)
@@ -183,17 +187,22 @@ def tune(name: str, hypers: list[dict], budget: int, seeds: int, eps: float, at_
     return best, best_n
 
 
-def grids(quick: bool) -> dict[str, list[dict]]:
+def grids(quick: bool, wide_alm: bool = False) -> dict[str, list[dict]]:
     """Each contender's grid, budget-free, its best point first (the order changes the time only, not the result).
     The ALMs' scale c multiplies their defaults for an ALM_HORIZON-sample run (methods.py), alpha included for
     storm_alm, so the ALMs run the same steps whatever cap the baselines need. The baselines' grids were widened
-    until their best point on the instance's seeds was inside them (docs/constrained.md, "alm")."""
+    until their best point on the instance's seeds was inside them (docs/constrained.md, "alm"). `wide_alm`
+    scales tau, eta, beta and rho independently instead (ALM_WIDE; alpha stays at its default)."""
     p = nonconvex_qp(**PROBLEM)
     alm = {}
     for name in ("ssl_alm", "storm_alm"):
         base = make_optimizer(p, name, ALM_HORIZON).hyper
         keys = ("tau", "eta", "beta", "alpha") if name == "storm_alm" else ("tau", "eta", "beta")
         alm[name] = [{k: base[k] * (1 if k == "alpha" else c) for k in keys} for c in ALM_SCALES]
+        if wide_alm:
+            alm[name] = [{**{k: base[k] * c for k, c in zip(ALM_WIDE, scales)},
+                          **({"alpha": base["alpha"]} if name == "storm_alm" else {})}
+                         for scales in itertools.product(*ALM_WIDE.values())]
     L, rho0 = p.smoothness, p.smoothness / p.A_norm ** 2
     lk = lambda rho: L + rho * p.A_norm ** 2  # noqa: E731  the augmented Lagrangian's smoothness
     if quick:
@@ -216,6 +225,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--budget", type=int, default=BUDGET, help="samples per run (cap)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="one point per baseline, budget 8000, 1 seed")
+    ap.add_argument("--wide-alm", action="store_true",
+                    help="scale the ALMs' tau, eta, beta, rho one by one (108 points each) instead of together (4)")
     ap.add_argument("--num-cpus", type=int, default=2)
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
@@ -223,7 +234,7 @@ def main(argv: list[str]) -> int:
     import ray
 
     start = time.time()
-    grid = grids(args.quick)
+    grid = grids(args.quick, args.wide_alm)
     gap = cooper_gap(grid["cooper_alm"][0], 200)  # the transcription must still be cooper's update
     if gap > 1e-9:
         raise RuntimeError(f"CooperStep drifted from cooper's AlternatingDualPrimalOptimizer by {gap:g}")

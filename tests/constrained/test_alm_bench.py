@@ -37,3 +37,17 @@ def test_cutoff_is_exact_and_tune_matches_running_everything():
     medians = [statistics.median_high(v) for v in full.values()]
     best, best_n = tune("penalty", hypers, budget, 3, eps)
     assert best_n == min(medians) and best is hypers[medians.index(min(medians))]
+
+
+def test_the_wide_alm_grid_scales_each_hyper_parameter_on_its_own():
+    import raylab.bench.alm as bench
+    from raylab.constrained import make_optimizer, nonconvex_qp
+
+    wide = bench.grids(False, wide_alm=True)
+    base = make_optimizer(nonconvex_qp(**bench.PROBLEM), "storm_alm", bench.ALM_HORIZON).hyper
+    for name in ("ssl_alm", "storm_alm"):
+        points = {tuple(sorted(h.items())) for h in wide[name]}
+        assert len(points) == len(wide[name]) == 4 * 3 * 3 * 3
+    assert all(h["alpha"] == base["alpha"] for h in wide["storm_alm"])
+    assert sorted({round(h["tau"] / base["tau"], 9) for h in wide["storm_alm"]}) == [1, 3, 9, 27]
+    assert wide["penalty"] == bench.grids(False)["penalty"]  # the baselines are untouched
