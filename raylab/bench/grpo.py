@@ -73,7 +73,8 @@ def time_trl(model_dir: str, args) -> list[float]:
     return [b - a for a, b in zip(stamps, stamps[1:])]
 
 
-def time_raylab(model_dir: str, backend: str, args) -> list[float]:
+def time_raylab(model_dir: str, backend: str, args) -> list[dict]:
+    """The metrics of each timed step (step_s, and its phases rollout_s, learner_s, sync_s)."""
     from raylab.config import validate
     from raylab.grpo.trainer import GRPOTrainer
 
@@ -90,7 +91,7 @@ def time_raylab(model_dir: str, backend: str, args) -> list[float]:
     examples = [{"prompt": p, "answer": ""} for p in PROMPTS]
     trainer = GRPOTrainer(cfg, examples, examples, digit_reward)
     try:
-        return [trainer.step(step)["step_s"] for step in range(args.steps + 1)][1:]
+        return [trainer.step(step) for step in range(args.steps + 1)][1:]
     finally:
         trainer.shutdown()
 
@@ -169,10 +170,12 @@ def main(argv: list[str]) -> int:
         if trl_s:
             print(f"TRL GRPOTrainer (hf generate):          {trl_s:.3f} s/step (median of {len(trl_steps)})")
         for backend, steps in raylab_steps.items():
-            ray_s = statistics.median(steps)
-            ratio = f"   {ray_s / trl_s:.2f}x TRL" if trl_s else ""
-            print(f"raylab ({backend:5s} rollouts, {args.workers} workers): {ray_s:.3f} s/step (median of {len(steps)})"
-                  f"{ratio}")
+            phase = {key: statistics.median(m[key] for m in steps) for key in ("step_s", "rollout_s", "learner_s",
+                                                                                "sync_s")}
+            ratio = f"   {phase['step_s'] / trl_s:.2f}x TRL" if trl_s else ""
+            print(f"raylab ({backend:5s} rollouts, {args.workers} workers): {phase['step_s']:.3f} s/step (median of "
+                  f"{len(steps)}){ratio}\n    phases (medians): rollout {phase['rollout_s']:.3f} s, learner "
+                  f"{phase['learner_s']:.3f} s, weight sync {phase['sync_s']:.3f} s")
         if trl_s:
             print(f"target: <= {0.8 if args.device == 'cpu' else 0.5}x TRL's step time")
         print(f"rollout throughput, {args.rollout_prompts} prompts x {args.k} x {args.max_new_tokens} tokens, "

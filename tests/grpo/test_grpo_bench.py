@@ -15,4 +15,4 @@ def test_the_benchmark_runs_every_side(ray_local, capsys):
     assert "TRL GRPOTrainer" in out
     for backend in ("hf", "torch"):
         assert f"raylab ({backend:5s} rollouts" in out
-    assert "torch / hf:" in out
+    assert "torch / hf:" in out and "weight sync" in out
