@@ -18,6 +18,7 @@ import os
 import sys
 
 from raylab.config import ConfigError, load_config, to_dict
+from raylab.results import Diverged
 from raylab.registry import BENCHMARKS
 
 
@@ -90,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
     except ConfigError as err:
         return _fail(str(err))
+    except Diverged as err:
+        where = getattr(err, "run_dir", None)
+        return _fail(f"{where}: {err}" if where else str(err), 3)
     except (FileNotFoundError, ValueError) as err:
         if os.environ.get("RAYLAB_DEBUG"):
             raise

@@ -9,6 +9,7 @@ raises `ConfigError` with one line that names it and says what was expected, bef
 from __future__ import annotations
 
 import importlib
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -109,6 +110,40 @@ class RunConfig(Section):
     progress: bool = True
     ray: RayConfig = RayConfig()
     sweep: SweepConfig | None = None
+
+
+def machine_memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} PiB"
+
+
+def check_memory(nbytes: float, what: str, fraction: float = 0.8) -> None:
+    """Raises a one-line ValueError when `what` (a key, or a phrase naming keys) needs more than `fraction` of
+    this machine's memory. Call it from a config's `model_validator(mode="after")` with an estimate."""
+    total = machine_memory_bytes()
+    if nbytes > fraction * total:
+        raise ValueError(f"{what}: needs about {_bytes(nbytes)} of memory, more than {fraction:.0%} of this "
+                         f"machine's {_bytes(total)}")
+
+
+def looks_like_path(value: str) -> bool:
+    """A local path rather than a hub id ("org/name"): absolute, relative with ./ ../ ~, or more than one /."""
+    return value.startswith(("/", "./", "../", "~", ".")) or value.count("/") > 1 or value.endswith("/") or (
+        os.sep != "/" and os.sep in value)
+
+
+def check_model_path(value: str, key: str) -> str:
+    """A model given as a local path must exist (no hub retries for a typo); a hub id passes unchanged."""
+    if looks_like_path(value) and not Path(value).expanduser().exists():
+        raise ValueError(f"{key}: no such local model directory {value!r}")
+    return value
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Callable
 
 from raylab.config import RunConfig, experiment_module, to_dict
-from raylab.results import RunContext, new_run_dir, read_config, write_config
+from raylab.results import Diverged, RunContext, new_run_dir, read_config, write_config
 
 
 @contextlib.contextmanager
-def ray_session(cfg: RunConfig, address: str | None = None):
+def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None,
+            dashboard: bool = False):
     """Uses a running Ray (inside a Tune trial), joins `address` (or $RAY_ADDRESS, as set in a Ray job), or
-    starts a local instance for this run."""
+    starts a local instance; shuts down only what it started or joined. Benchmarks use this too."""
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS")
@@ -28,12 +29,17 @@ def ray_session(cfg: RunConfig, address: str | None = None):
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus, include_dashboard=cfg.ray.dashboard,
-                 dashboard_host="127.0.0.1", log_to_driver=True)
+        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=dashboard, dashboard_host="127.0.0.1",
+                 log_to_driver=True)
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def ray_session(cfg: RunConfig, address: str | None = None):
+    """`connect` with the config's `ray:` block."""
+    return connect(address, num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus, dashboard=cfg.ray.dashboard)
 
 
 def prepare_run_dir(cfg: RunConfig, resume: str | Path | None) -> tuple[Path, bool]:
@@ -52,12 +58,26 @@ def prepare_run_dir(cfg: RunConfig, resume: str | Path | None) -> tuple[Path, bo
 
 def execute(cfg: RunConfig, run_dir: Path, resume: bool = False,
             report: Callable[[dict], None] | None = None) -> dict:
-    """Runs the experiment `cfg` names inside `run_dir`; returns and stores its final metrics."""
+    """Runs the experiment `cfg` names inside `run_dir`; returns and stores its final metrics.
+
+    An experiment module may define `STEP_NAME` (its unit of progress, "step" by default: "round",
+    "iteration") and `plot(cfg, ctx)`, which draws its figures from `ctx.metrics()`; `plot` is called after
+    `run` returns and after a divergence, so a diverged run still gets figures of what it measured. On
+    divergence summary.json holds `status: diverged` with the step and metric, and `Diverged` propagates."""
     module = experiment_module(cfg.experiment)
     ctx = RunContext(run_dir, resume=resume, progress=cfg.progress and report is None, report=report,
-                     checkpoint_every=cfg.checkpoint_every)
-    summary = module.run(cfg, ctx)
-    ctx.write_summary(summary)
+                     checkpoint_every=cfg.checkpoint_every, step_name=getattr(module, "STEP_NAME", "step"))
+    plot = getattr(module, "plot", None)
+    try:
+        summary = module.run(cfg, ctx)
+    except Diverged as err:
+        ctx.write_summary(err.summary())
+        if plot is not None:
+            plot(cfg, ctx)
+        raise
+    if plot is not None:
+        plot(cfg, ctx)
+    ctx.write_summary({"status": "completed", **summary})
     return summary
 
 
@@ -65,5 +85,9 @@ def run(cfg: RunConfig, address: str | None = None, resume: str | Path | None = 
     """`raylab run`: Ray session + run directory + experiment."""
     run_dir, resuming = prepare_run_dir(cfg, resume)
     with ray_session(cfg, address):
-        summary = execute(cfg, run_dir, resume=resuming)
+        try:
+            summary = execute(cfg, run_dir, resume=resuming)
+        except Diverged as err:
+            err.run_dir = run_dir  # the CLI's one line names the run directory
+            raise
     return run_dir, summary

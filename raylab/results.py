@@ -21,6 +21,8 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
+from raylab.plots import plot_lines  # noqa: F401  (transitional re-export; import it from raylab.plots)
+
 CHECKPOINTS_KEPT = 2
 
 
@@ -45,10 +47,11 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def _jsonable(value: Any) -> Any:
+    """Plain JSON data; NaN and inf become null (the row still says which metric diverged: see `Diverged`)."""
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
+        return None
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -56,20 +59,102 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+class Diverged(RuntimeError):
+    """A metric turned NaN or infinite: the run stops, `summary.json` says `status: diverged`, the CLI exits 3."""
+
+    def __init__(self, step: int, metric: str, value: Any, step_name: str = "step"):
+        self.step, self.metric, self.value, self.step_name = int(step), metric, value, step_name
+        super().__init__(f"diverged at {step_name} {self.step} ({metric} is {value})")
+
+    def summary(self) -> dict:
+        return {"status": "diverged", "diverged_at": self.step, "diverged_metric": self.metric,
+                "diverged_value": str(self.value)}
+
+
+def first_nonfinite(metrics: dict, allow: Iterable[str] = ()) -> tuple[str, Any] | None:
+    """The first numeric entry of `metrics` (nested dicts as `a.b`) that is NaN or infinite, or None."""
+    allow = set(allow)
+    for key, value in metrics.items():
+        if key in allow:
+            continue
+        if isinstance(value, dict):
+            found = first_nonfinite({f"{key}.{k}": v for k, v in value.items()}, allow)
+            if found:
+                return found
+            continue
+        if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+            value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            return key, value
+    return None
+
+
+def _pack(value: Any, where: str = "state") -> Any:
+    """Checkpoint state as what `torch.load(weights_only=True)` reads back: tensors, numbers, strings, lists,
+    tuples and dicts. numpy arrays and scalars are carried as tensors / Python numbers and restored on load."""
+    import numpy as np
+    import torch
+
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            raise TypeError(f"{where}: a numpy array of Python objects cannot be checkpointed")
+        return {"__numpy__": torch.from_numpy(np.ascontiguousarray(value))}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _pack(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        packed = [_pack(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return packed if isinstance(value, list) else tuple(packed)
+    if value is None or isinstance(value, (bool, int, float, str, bytes, torch.Tensor, torch.dtype)):
+        return value
+    raise TypeError(f"{where}: a {type(value).__name__} cannot be checkpointed (tensors, numpy arrays, numbers, "
+                    "strings, lists, tuples and dicts can)")
+
+
+def _unpack(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__numpy__"}:
+            return value["__numpy__"].numpy()
+        return {k: _unpack(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unpack(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_unpack(v) for v in value)
+    return value
+
+
 class RunContext:
-    """Logging, checkpoints, progress and plots for one run, rooted at `run_dir`."""
+    """Logging, checkpoints, progress and plots for one run, rooted at `run_dir`.
+
+    The one resume rule, used by every experiment (a "step" is the experiment's own unit, its `STEP_NAME`:
+    a round, an iteration, a training step; `checkpoint_every` counts those):
+
+        completed, state = ctx.resume()             # (0, None) for a fresh run
+        for step in range(completed, total):
+            ...                                      # do step number `step` (0-based)
+            ctx.log(metrics, step=step + 1)         # rows carry the number of completed steps
+            ctx.checkpoint(step + 1, state)         # saved when checkpoint_every divides it
+        ctx.checkpoint(total, state, final=True)
+
+    A checkpoint records how many rows metrics.jsonl had, and `resume()` cuts the file back to that, so a
+    resumed run's metrics equal an uninterrupted run's whatever step labels the experiment logs.
+    """
 
     def __init__(self, run_dir: str | Path, resume: bool = False, progress: bool = True,
-                 report: Callable[[dict], None] | None = None, checkpoint_every: int = 0):
+                 report: Callable[[dict], None] | None = None, checkpoint_every: int = 0,
+                 step_name: str = "step"):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.resume = resume
+        self.resuming = resume
         self.show_progress = progress
         self.checkpoint_every = checkpoint_every
+        self.step_name = step_name
         self._report = report
         self.in_trial = report is not None
         self._metrics_path = self.run_dir / "metrics.jsonl"
         self._ckpt_dir = self.run_dir / "checkpoints"
+        self._rows = None  # rows in metrics.jsonl, counted on first use
 
     def actor_cpus(self, cpus: float) -> float:
         """CPUs an actor or task started by the experiment should ask Ray for: inside a Tune trial the trial
@@ -77,50 +162,120 @@ class RunContext:
         return 0 if self.in_trial else cpus
 
     # --- metrics ---------------------------------------------------------------------------------------------
-    def log(self, metrics: dict, step: int) -> None:
-        """Appends one row to metrics.jsonl (and reports it to Ray Tune when this run is a trial)."""
+    def log(self, metrics: dict, step: int, allow_nonfinite: Iterable[str] = ()) -> None:
+        """Appends one row to metrics.jsonl (and reports it to Ray Tune when this run is a trial).
+
+        A NaN or infinite value (other than keys in `allow_nonfinite`, such as "samples to reach eps" when
+        it was not reached) is written as null and then raises `Diverged`, which ends the run."""
         row = {"step": int(step), **_jsonable(metrics)}
+        rows = self._row_count()
         with open(self._metrics_path, "a") as f:
             f.write(json.dumps(row) + "\n")
+        self._rows = rows + 1
         if self._report is not None:
-            self._report({k: v for k, v in row.items() if isinstance(v, (int, float))})
+            self._report({k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        bad = first_nonfinite(metrics, allow_nonfinite)
+        if bad:
+            raise Diverged(step, bad[0], bad[1], self.step_name)
 
     def metrics(self) -> list[dict]:
         return read_metrics(self.run_dir)
 
-    def truncate_metrics(self, after_step: int) -> None:
-        """On resume, drops rows logged after the checkpoint, so the file matches an uninterrupted run."""
-        rows = [r for r in self.metrics() if r.get("step", 0) <= after_step]
-        atomic_write(self._metrics_path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+    def _row_count(self) -> int:
+        if self._rows is None:
+            self._rows = len(self.metrics())
+        return self._rows
+
+    def _cut_metrics(self, rows: int) -> None:
+        kept = self.metrics()[:rows]
+        atomic_write(self._metrics_path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+        self._rows = len(kept)
 
     # --- checkpoints -----------------------------------------------------------------------------------------
-    def should_checkpoint(self, log_index: int) -> bool:
-        return self.checkpoint_every > 0 and log_index > 0 and log_index % self.checkpoint_every == 0
+    def due(self, completed_steps: int) -> bool:
+        """Whether `checkpoint_every` asks for a checkpoint after this many completed steps."""
+        return self.checkpoint_every > 0 and completed_steps > 0 and completed_steps % self.checkpoint_every == 0
 
-    def save_checkpoint(self, state: dict, step: int) -> Path:
+    def checkpoint(self, completed_steps: int, state: dict, final: bool = False) -> bool:
+        """Saves `state` after `completed_steps` steps when it is due (or `final`); returns whether it saved."""
+        if not (final or self.due(completed_steps)):
+            return False
+        self._save(completed_steps, state)
+        return True
+
+    def resume(self) -> tuple[int, dict | None]:
+        """(completed steps, state) of the newest readable checkpoint, with metrics.jsonl cut back to what it
+        held then; (0, None) for a fresh run or a run that has no checkpoint yet (its rows are cleared)."""
+        if not self.resuming:
+            return 0, None
+        found = self._load()
+        if found is None:
+            self._cut_metrics(0)
+            return 0, None
+        completed, rows, state = found
+        self._cut_metrics(rows)
+        return completed, state
+
+    def _save(self, completed_steps: int, state: dict) -> Path:
         import io
 
         import torch
 
         self._ckpt_dir.mkdir(exist_ok=True)
         buf = io.BytesIO()
-        torch.save({"step": int(step), "state": state}, buf)
-        path = self._ckpt_dir / f"ckpt-{int(step):09d}.pt"
+        torch.save({"completed": int(completed_steps), "rows": self._row_count(), "state": _pack(state)}, buf)
+        path = self._ckpt_dir / f"ckpt-{int(completed_steps):09d}.pt"
         atomic_write(path, buf.getvalue())
         atomic_write(self._ckpt_dir / "latest", path.name.encode())
         for old in sorted(self._ckpt_dir.glob("ckpt-*.pt"))[:-CHECKPOINTS_KEPT]:
             old.unlink()
         return path
 
-    def load_checkpoint(self) -> tuple[int, dict] | None:
-        """(step, state) of the newest checkpoint, or None when there is none (a fresh run)."""
-        latest = self._ckpt_dir / "latest"
-        if not latest.exists():
-            return None
+    def _load(self) -> tuple[int, int, dict] | None:
+        """The newest checkpoint that loads: `latest` first (it must name a file in checkpoints/), then the
+        older kept ones, each failure a one-line warning. None when there is none; ValueError when every
+        checkpoint present is unreadable."""
+        import sys
+
         import torch
 
-        blob = torch.load(self._ckpt_dir / latest.read_text().strip(), weights_only=False)
-        return blob["step"], blob["state"]
+        if not self._ckpt_dir.is_dir():
+            return None
+        candidates = sorted(self._ckpt_dir.glob("ckpt-*.pt"), reverse=True)
+        latest = self._ckpt_dir / "latest"
+        if latest.exists():
+            name = latest.read_text().strip()
+            if Path(name).name != name or not (self._ckpt_dir / name).is_file():
+                print(f"raylab: warning: {latest}: does not name a checkpoint in {self._ckpt_dir}; ignored",
+                      file=sys.stderr)
+            else:
+                candidates = [self._ckpt_dir / name] + [c for c in candidates if c.name != name]
+        for path in candidates:
+            try:
+                blob = torch.load(path, weights_only=True)
+                return int(blob["completed"]), int(blob["rows"]), _unpack(blob["state"])
+            except Exception as err:  # a truncated or foreign file: try the previous one
+                print(f"raylab: warning: {path}: unreadable checkpoint ({type(err).__name__}); trying an older one",
+                      file=sys.stderr)
+        if candidates:
+            raise ValueError(f"{self._ckpt_dir}: no readable checkpoint (tried {len(candidates)})")
+        return None
+
+    # --- transitional: the old checkpoint calls, until every experiment uses resume()/checkpoint() ----------
+    def should_checkpoint(self, log_index: int) -> bool:
+        return self.due(log_index)
+
+    def save_checkpoint(self, state: dict, step: int) -> Path:
+        return self._save(step, state)
+
+    def load_checkpoint(self) -> tuple[int, dict] | None:
+        found = self._load() if self.resuming else None
+        return None if found is None else (found[0], found[2])
+
+    def truncate_metrics(self, after_step: int) -> None:
+        rows = [r for r in self.metrics() if r.get("step", 0) <= after_step]
+        atomic_write(self._metrics_path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+        self._rows = len(rows)
 
     # --- output ----------------------------------------------------------------------------------------------
     def progress(self, total: int, desc: str = "", initial: int = 0):
@@ -149,34 +304,6 @@ def write_config(run_dir: Path, config: dict) -> None:
 
 def read_config(run_dir: str | Path) -> dict:
     return yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
-
-
-def plot_lines(path: Path, series: dict[str, tuple[Iterable[float], Iterable[float]]], *, xlabel: str,
-               ylabel: str, title: str = "", logx: bool = False, logy: bool = False,
-               references: dict[str, tuple[Iterable[float], Iterable[float]]] | None = None) -> Path:
-    """One PNG with a line per series (label -> (xs, ys)); `references` are drawn dashed (theory lines)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for label, (xs, ys) in series.items():
-        ax.plot(list(xs), list(ys), label=label, linewidth=1.5)
-    for label, (xs, ys) in (references or {}).items():
-        ax.plot(list(xs), list(ys), "--", color="gray", label=label, linewidth=1)
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    if logx:
-        ax.set_xscale("log")
-    if logy:
-        ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    if series or references:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
 
 
 def report(run_dirs: list[str | Path]) -> str:

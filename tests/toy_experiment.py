@@ -11,7 +11,7 @@ import torch
 from pydantic import Field
 
 from raylab.config import RunConfig
-from raylab.results import plot_lines
+from raylab.plots import plot_lines
 
 
 class Config(RunConfig):
@@ -25,12 +25,11 @@ class Config(RunConfig):
 
 def run(cfg: Config, ctx) -> dict:
     gen = torch.Generator().manual_seed(cfg.seed)
-    x, start = torch.zeros(()), 0
-    if ctx.resume and (ckpt := ctx.load_checkpoint()):
-        start, state = ckpt
+    x = torch.zeros(())
+    start, state = ctx.resume()
+    if state is not None:
         x = state["x"]
         gen.set_state(state["rng"])
-        ctx.truncate_metrics(start - 1)
     marker = ctx.path("failed-once")
     for step in range(start, cfg.steps):
         if cfg.fail_at == step and not marker.exists():
@@ -39,9 +38,12 @@ def run(cfg: Config, ctx) -> dict:
         grad = (x - cfg.target) + cfg.noise * torch.randn((), generator=gen)
         x = x - cfg.lr * grad
         ctx.log({"loss": float(0.5 * (x - cfg.target) ** 2), "x": float(x)}, step=step)
-        if ctx.should_checkpoint(step + 1):
-            ctx.save_checkpoint({"x": x, "rng": gen.get_state()}, step + 1)
+        ctx.checkpoint(step + 1, {"x": x, "rng": gen.get_state()})
+    ctx.checkpoint(cfg.steps, {"x": x, "rng": gen.get_state()}, final=True)
+    return {"loss": float(0.5 * (x - cfg.target) ** 2), "x": float(x)}
+
+
+def plot(cfg: Config, ctx) -> None:
     rows = ctx.metrics()
     plot_lines(ctx.path("loss.png"), {"sgd": ([r["step"] for r in rows], [r["loss"] for r in rows])},
                xlabel="step", ylabel="loss", logy=True)
-    return {"loss": float(0.5 * (x - cfg.target) ** 2), "x": float(x)}
