@@ -269,7 +269,7 @@ class RunContext:
         return self._save(step, state)
 
     def load_checkpoint(self) -> tuple[int, dict] | None:
-        found = self._load() if self.resuming else None
+        found = self._load()
         return None if found is None else (found[0], found[2])
 
     def truncate_metrics(self, after_step: int) -> None:
