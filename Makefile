@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 EXTRAS ?= dev,bench,vllm
 
-.PHONY: demo test bench flower-env clean
+.PHONY: demo test bench flower-env ref-env clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,6 +31,14 @@ flower-env: .venv-flower/.installed
 	.venv-flower/bin/python -m pip install -q "flwr[simulation]==1.42.0" numpy
 	touch $@
 
+# The official LLaDA / Dream / SDAR model code (../shared/reference_models) needs transformers 4.x: its own
+# environment, used only by tests/diffusion/test_native_parity.py (which builds it when missing).
+ref-env: .venv-ref/.installed
+.venv-ref/.installed:
+	python3 -m venv .venv-ref
+	.venv-ref/bin/python -m pip install -q "torch==2.13.0" "transformers==4.52.4" safetensors einops
+	touch $@
+
 bench: $(STAMP) flower-env
 	$(VENV)/bin/raylab bench alm
 	$(VENV)/bin/raylab bench federated
@@ -38,4 +46,4 @@ bench: $(STAMP) flower-env
 	$(VENV)/bin/raylab bench grpo
 
 clean:
-	rm -rf runs .pytest_cache .venv .venv-flower
+	rm -rf runs .pytest_cache .venv .venv-flower .venv-ref
