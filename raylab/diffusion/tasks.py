@@ -25,7 +25,8 @@ VOCAB_SIZE = 12
 
 
 @dataclass(frozen=True)
-class SortTask:
+class DigitTask:
+    """n random digits and '=' in, a function of the digits out: each task defines `answer(digits)`."""
     n_digits: int = 12
 
     def __post_init__(self):
@@ -46,10 +47,6 @@ class SortTask:
         prompt = torch.cat([digits, torch.full((batch, 1), SEPARATOR)], dim=1)
         return prompt, self.answer(digits)
 
-    @staticmethod
-    def answer(digits: torch.Tensor) -> torch.Tensor:
-        return digits.sort(dim=1).values
-
     def heldout(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """An evaluation set from its own seed stream (disjoint from training draws with overwhelming odds)."""
         return self.sample(n, torch.Generator().manual_seed(10_000_019 + seed))
@@ -59,7 +56,13 @@ class SortTask:
         return "".join("0123456789=?"[int(i)] for i in ids)
 
 
-class ReverseTask(SortTask):
+class SortTask(DigitTask):
+    @staticmethod
+    def answer(digits: torch.Tensor) -> torch.Tensor:
+        return digits.sort(dim=1).values
+
+
+class ReverseTask(DigitTask):
     @staticmethod
     def answer(digits: torch.Tensor) -> torch.Tensor:
         return digits.flip(dims=[1])
@@ -68,19 +71,19 @@ class ReverseTask(SortTask):
 TASKS = {"sort": SortTask, "reverse": ReverseTask}
 
 
-def make_task(name: str, n_digits: int) -> SortTask:
+def make_task(name: str, n_digits: int) -> DigitTask:
     if name not in TASKS:
         raise ValueError(f"task: {name!r} is not one of {sorted(TASKS)}")
     return TASKS[name](n_digits)
 
 
-def save_task(task: SortTask, checkpoint: str | Path) -> None:
+def save_task(task: DigitTask, checkpoint: str | Path) -> None:
     """Records beside a checkpoint which task it was trained on (task.json)."""
     name = next(k for k, v in TASKS.items() if type(task) is v)
     (Path(checkpoint) / "task.json").write_text(json.dumps({"task": name, "n_digits": task.n_digits}) + "\n")
 
 
-def load_task(checkpoint: str | Path) -> SortTask:
+def load_task(checkpoint: str | Path) -> DigitTask:
     path = Path(checkpoint) / "task.json"
     if not path.is_file():
         raise FileNotFoundError(f"{checkpoint}: no task.json (a checkpoint exported by the mdlm_train experiment)")

@@ -1,11 +1,12 @@
-"""Training the tiny MDLM: the masked diffusion loss and one optimisation step. Pure torch.
+"""Training the tiny MDLM: the masked diffusion loss, the learning-rate schedule and the accuracy. Pure torch.
 
 MDLM loss for a prompt x_p and answer x_0 of length n: draw t ~ U(0, 1) per sequence, mask each answer token
 independently with probability t (the prompt stays clean, as in conditional MDLM / LLaDA fine-tuning), and take
 
     loss = E_t [ (1/t) * sum_{i masked} -log p(x_0^i | x_t) ] / n,
 
-an upper bound on the answer's negative log-likelihood. `raylab run experiments/mdlm_train.yaml` drives it.
+an upper bound on the answer's negative log-likelihood. The training loop (the optimisation step, checkpoints,
+evaluation) is the experiment raylab/experiments/mdlm_train.py: `raylab run experiments/mdlm_train.yaml`.
 """
 from __future__ import annotations
 

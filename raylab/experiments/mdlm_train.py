@@ -4,10 +4,12 @@
     raylab run experiments/mdlm_train.yaml export_dir=assets/tiny_mdlm      # how the committed checkpoint was made
     raylab run experiments/mdlm_train.yaml --resume runs/mdlm_train-...     # continue after an interruption
 
-Logs the MDLM loss and, every `eval_every` steps, the exact-match accuracy of static decoding on a held-out set. The export holds the model
+Logs the MDLM loss and, every `eval_every` steps, the exact-match accuracy of static decoding on a held-out
+set. The export holds the model
 (config.json, model.safetensors) and the task it learned (task.json).
-Checkpoints hold the model, the optimizer and the data generator's state, so a resumed run equals an
-uninterrupted one. The trained model is saved to `export_dir` (default: `model/` in the run directory).
+A step is one optimisation step on one batch (`checkpoint_every` counts steps; metrics rows carry the number of
+completed steps). Checkpoints hold the model, the optimizer and the data generator's state, so a resumed run
+equals an uninterrupted one. The trained model is saved to `export_dir` (default: `model/` in the run directory).
 """
 from __future__ import annotations
 
@@ -20,9 +22,12 @@ from pydantic import Field
 from raylab.config import RunConfig, Section
 from raylab.diffusion import generate
 from raylab.diffusion.model import TinyMDLM, TinyMDLMConfig
-from raylab.diffusion.tasks import MASK, VOCAB_SIZE, SortTask, make_task, save_task
+from raylab.diffusion.tasks import MASK, VOCAB_SIZE, DigitTask, make_task, save_task
 from raylab.diffusion.train import accuracy, learning_rate, mdlm_loss
-from raylab.results import plot_lines
+from raylab.plots import plot_lines
+from raylab.results import Diverged
+
+STEP_NAME = "step"  # one optimisation step on one batch; checkpoint_every counts these
 
 
 class ModelConfig(Section):
@@ -48,7 +53,7 @@ class Config(RunConfig):
     export_dir: str | None = Field(None, description="where to save the trained model (default: RUN_DIR/model)")
 
 
-def evaluate(model: TinyMDLM, task: SortTask, samples: int, seed: int) -> float:
+def evaluate(model: TinyMDLM, task: DigitTask, samples: int, seed: int) -> float:
     prompt, answer = task.heldout(samples, seed)
     out = generate(model, prompt, method="static", gen_length=task.n_digits, mask_token_id=MASK)
     return accuracy(out.sequences[:, task.prompt_length:], answer)
@@ -63,13 +68,11 @@ def run(cfg: Config, ctx) -> dict:
                                     **cfg.model.model_dump()))
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     data = torch.Generator().manual_seed(cfg.seed)
-    start = 0
-    if ctx.resume and (ckpt := ctx.load_checkpoint()):
-        start, state = ckpt
-        model.load_state_dict(state["model"])
-        optim.load_state_dict(state["optim"])
-        data.set_state(state["data"])
-        ctx.truncate_metrics(start - 1)
+    start, saved = ctx.resume()
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optim.load_state_dict(saved["optim"])
+        data.set_state(saved["data"])
 
     def state() -> dict:
         return {"model": model.state_dict(), "optim": optim.state_dict(), "data": data.get_state()}
@@ -77,15 +80,13 @@ def run(cfg: Config, ctx) -> dict:
     acc = None
     with ctx.progress(cfg.steps, desc="mdlm_train", initial=start) as bar:
         for step in range(start, cfg.steps):
-            if ctx.should_checkpoint(step):
-                ctx.save_checkpoint(state(), step)  # the state before `step`: resuming redoes it
             model.train()
             for group in optim.param_groups:
                 group["lr"] = learning_rate(step, cfg.steps, cfg.lr, cfg.warmup)
             prompt, answer = task.sample(cfg.batch_size, data)
             loss = mdlm_loss(model, prompt, answer, MASK, data)
             if not torch.isfinite(loss):
-                raise ValueError(f"step {step}: the loss is {loss.item()}; lower lr (now {cfg.lr})")
+                raise Diverged(step + 1, "MDLM loss", loss.item(), STEP_NAME)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -95,20 +96,28 @@ def run(cfg: Config, ctx) -> dict:
                 model.eval()
                 row["static_accuracy"] = acc = evaluate(model, task, cfg.eval_samples, cfg.seed)
             if row:
-                ctx.log(row, step=step)
+                ctx.log(row, step=step + 1)
+            ctx.checkpoint(step + 1, state())
             bar.update()
-    ctx.save_checkpoint(state(), cfg.steps)
+    ctx.checkpoint(cfg.steps, state(), final=True)
     model.eval()
     if acc is None:  # resumed after the last step had run
         acc = evaluate(model, task, cfg.eval_samples, cfg.seed)
     export = model.save(Path(cfg.export_dir) if cfg.export_dir else ctx.path("model"))
     save_task(task, export)
+    losses = [r["loss"] for r in ctx.metrics() if r.get("loss") is not None]
+    return {"final_loss": losses[-1], "static_accuracy": acc, "parameters": sum(p.numel() for p in
+            model.parameters()), "export_dir": str(export)}
+
+
+def plot(cfg: Config, ctx) -> None:
+    """loss.png and accuracy.png from the logged rows (also after a divergence)."""
     rows = ctx.metrics()
-    losses = [(r["step"], r["loss"]) for r in rows if "loss" in r]
-    accs = [(r["step"], r["static_accuracy"]) for r in rows if "static_accuracy" in r]
-    plot_lines(ctx.path("loss.png"), {"MDLM loss": tuple(zip(*losses))}, xlabel="step", ylabel="loss", logy=True)
+    losses = [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None]
+    accs = [(r["step"], r["static_accuracy"]) for r in rows if r.get("static_accuracy") is not None]
+    if losses:
+        plot_lines(ctx.path("loss.png"), {"MDLM loss": tuple(zip(*losses))}, xlabel="step", ylabel="loss",
+                   logy=True)
     if accs:
         plot_lines(ctx.path("accuracy.png"), {"static decoding": tuple(zip(*accs))}, xlabel="step",
                    ylabel="held-out exact match")
-    return {"final_loss": losses[-1][1], "static_accuracy": acc, "parameters": sum(p.numel() for p in
-            model.parameters()), "export_dir": str(export)}

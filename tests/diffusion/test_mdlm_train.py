@@ -6,7 +6,7 @@ import raylab.experiments.mdlm_train as mdlm_train
 from raylab.config import load_config
 from raylab.diffusion.model import TinyMDLM
 from raylab.diffusion.train import learning_rate
-from raylab.driver import execute
+from raylab.driver import execute, prepare_run_dir
 from raylab.results import read_metrics
 
 TINY = ["steps=8", "batch_size=8", "model.d_model=16", "model.n_layers=1", "model.n_heads=2", "n_digits=4",
@@ -14,9 +14,9 @@ TINY = ["steps=8", "batch_size=8", "model.d_model=16", "model.n_layers=1", "mode
 
 
 def run(tmp_path, name, overrides=()):
-    cfg = load_config("experiments/mdlm_train.yaml", TINY + [f"export_dir={tmp_path / name / 'model'}",
-                                                              *overrides])
-    return cfg, tmp_path / name
+    cfg = load_config("experiments/mdlm_train.yaml", TINY + list(overrides))  # exports to RUN_DIR/model
+    cfg = cfg.model_copy(update={"output_dir": str(tmp_path), "name": name})
+    return cfg, prepare_run_dir(cfg, None)[0]
 
 
 def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
@@ -36,8 +36,8 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         execute(cfg, broken)
     monkeypatch.setattr(mdlm_train, "mdlm_loss", real_loss)
-    assert max(r["step"] for r in read_metrics(broken)) == 5
-    summary = execute(cfg, broken, resume=True)  # restarts from the checkpoint taken before step 6
+    assert max(r["step"] for r in read_metrics(broken)) == 6  # six steps completed, checkpointed after 6
+    summary = execute(cfg, broken, resume=True)  # restarts from the checkpoint taken after 6 steps
 
     assert read_metrics(broken) == read_metrics(straight)
     a, b = TinyMDLM.load(straight / "model"), TinyMDLM.load(broken / "model")
