@@ -8,14 +8,20 @@ raises `ConfigError` with one line that names it and says what was expected, bef
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import itertools
+import math
 import os
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from raylab.registry import EXPERIMENTS
 
@@ -99,17 +105,110 @@ class SweepConfig(Section):
         return space
 
 
+def _allows_nonfinite(info: Any) -> bool:
+    """Whether a field opted in to NaN/inf (`Field(allow_inf_nan=True)`, also inside `Annotated`)."""
+    if getattr(info, "allow_inf_nan", False):
+        return True
+    return isinstance(info, FieldInfo) and any(getattr(m, "allow_inf_nan", False) for m in info.metadata)
+
+
+def _fields(tp: Any) -> dict[str, tuple[Any, bool]]:
+    """name -> (annotation, allows NaN/inf) for a pydantic model or a dataclass; {} for anything else."""
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return {name: (f.annotation, _allows_nonfinite(f)) for name, f in tp.model_fields.items()}
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp, include_extras=True)
+        return {f.name: (hints.get(f.name, Any), _allows_nonfinite(f.default) or bool(f.metadata.get("allow_inf_nan")))
+                for f in dataclasses.fields(tp)}
+    return {}
+
+
+def _alternatives(tp: Any) -> tuple[list[Any], bool]:
+    """The types an annotation admits (unions and Annotated unwrapped), and whether it opts in to NaN/inf."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        inner, *meta = typing.get_args(tp)
+        alts, allow = _alternatives(inner)
+        return alts, allow or any(_allows_nonfinite(m) for m in meta)
+    if origin in (typing.Union, types.UnionType):
+        alts, allow = [], False
+        for arg in typing.get_args(tp):
+            more, extra = _alternatives(arg)
+            alts, allow = alts + more, allow or extra
+        return alts, allow
+    return [tp], False
+
+
+def check_value(value: Any, tp: Any, key: str, allow_nonfinite: bool = False) -> None:
+    """The checks pydantic's lax mode leaves out, applied to raw config data against its annotation `tp`:
+    no booleans for numbers (`rounds=true`), no floats for integers (`rounds=1e15`), no NaN or inf for floats
+    unless the field opts in with `Field(allow_inf_nan=True)`; blocks, lists and mappings are checked inside."""
+    alts, extra = _alternatives(tp)
+    allow_nonfinite = allow_nonfinite or extra
+    bases = [typing.get_origin(a) or a for a in alts]
+    if any(b in (Any, object) for b in bases):
+        return
+    if isinstance(value, bool):
+        if bool not in bases and any(b in (int, float) for b in bases):
+            raise ValueError(f"{key}: expected a number, not a boolean (got {str(value).lower()})")
+    elif isinstance(value, float):
+        if int in bases and float not in bases and str not in bases:
+            raise ValueError(f"{key}: expected an integer, not a float (got {value:.10g})")
+        if float in bases and not math.isfinite(value) and not allow_nonfinite:
+            raise ValueError(f"{key}: must be a finite number (got {value})")
+    elif isinstance(value, dict):
+        for alt in alts:
+            fields = _fields(alt)
+            if fields:
+                for name, item in value.items():
+                    if name in fields:
+                        check_value(item, fields[name][0], f"{key}.{name}" if key else str(name), fields[name][1])
+                return
+            if typing.get_origin(alt) in (dict, typing.Mapping) and len(typing.get_args(alt)) == 2:
+                for name, item in value.items():
+                    check_value(item, typing.get_args(alt)[1], f"{key}.{name}", allow_nonfinite)
+                return
+    elif isinstance(value, (list, tuple)):
+        for alt in alts:
+            origin, args = typing.get_origin(alt), typing.get_args(alt)
+            if origin in (list, tuple, set, frozenset, typing.Sequence) and args:
+                for i, item in enumerate(value):
+                    arg = args[0] if origin is not tuple or args[-1] is Ellipsis else args[min(i, len(args) - 1)]
+                    check_value(item, arg, f"{key}[{i}]", allow_nonfinite)
+                return
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*")
+
+
 class RunConfig(Section):
-    """Keys every experiment has. Experiment modules subclass this with their own typed fields."""
+    """Keys every experiment has. Experiment modules subclass this with their own typed fields.
+
+    Before pydantic's own checks, every value of the raw data is checked against its field's type
+    (`check_value`: no booleans or floats for integers, finite floats); `name` must be a plain file name."""
 
     experiment: str
-    name: str | None = Field(None, description="run name; defaults to the YAML file's stem")
+    name: str | None = Field(None, description="run name (a plain file name); defaults to the YAML file's stem")
     seed: int = 0
     output_dir: str = "runs"
     checkpoint_every: int = Field(0, ge=0, description="log steps between checkpoints; 0: only at the end")
     progress: bool = True
     ray: RayConfig = RayConfig()
     sweep: SweepConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strict_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            check_value(data, cls, "")
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str | None) -> str | None:
+        if name is not None and (not _PLAIN_NAME.fullmatch(name) or ".." in name):
+            raise ValueError("must be a plain name (letters, digits and . _ + = -; no / and no ..)")
+        return name
 
 
 def machine_memory_bytes() -> int:
@@ -202,9 +301,72 @@ def validate(data: Any, source: str = "config") -> RunConfig:
         raise ConfigError(f"{source}: experiment: missing or not a string; expected one of {sorted(EXPERIMENTS)}")
     cls = config_class(experiment)
     try:
-        return cls.model_validate(data)
+        cfg = cls.model_validate(data)
     except ValidationError as err:
         raise ConfigError(f"{source}: {format_validation_error(err)}") from None
+    if cfg.sweep is not None:
+        check_sweep_space(cfg, source)
+    return cfg
+
+
+def set_dotted(data: dict, key: str, value: Any) -> None:
+    """Sets `a.b.c` in nested dicts, creating blocks that are missing."""
+    *parents, leaf = key.split(".")
+    for i, part in enumerate(parents):
+        child = data.setdefault(part, {})
+        if child is None:
+            child = data[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(parents[: i + 1])} is a value, not a block (setting {key})")
+        data = child
+    data[leaf] = value
+
+
+def with_values(base: dict, values: dict[str, Any], source: str = "trial") -> RunConfig:
+    """The config of one sweep trial: `base` (resolved config data) without its sweep, with each dotted key of
+    `values` set, validated like any config."""
+    data = _deep_copy(base)
+    data.pop("sweep", None)
+    for key, value in values.items():
+        set_dotted(data, key, value)
+    data["progress"] = False
+    return validate(data, source=source)
+
+
+def space_points(space: SearchSpace) -> list[Any]:
+    """The values of a search space a trial can get that validation must see: every grid and choice value,
+    both bounds of a distribution (randint's upper bound is exclusive: its largest value)."""
+    kind = space.kind()
+    values = getattr(space, kind)
+    if kind == "randint":
+        return [values[0], values[1] - 1]
+    return list(values)
+
+
+def check_sweep_space(cfg: RunConfig, source: str = "config", max_grid_product: int = 64) -> None:
+    """Every value a trial can get, each set alone on the base config, must make a valid config; a grid-only
+    space of at most `max_grid_product` trials is also checked combination by combination."""
+    base = to_dict(cfg)
+    grids = {}
+    for key, space in cfg.sweep.space.items():
+        kind = space.kind()
+        for i, value in enumerate(space_points(space)):
+            where = f"sweep.space.{key}.{kind}" + (f"[{i}]" if kind in ("grid", "choice") else
+                                                   (" low" if i == 0 else " high"))
+            try:
+                with_values(base, {key: value}, source=where)
+            except ConfigError as err:
+                raise ConfigError(f"{source}: {err}") from None
+        if kind == "grid":
+            grids[key] = space.grid
+    if len(grids) == len(cfg.sweep.space) > 1 and math.prod(map(len, grids.values())) <= max_grid_product:
+        for combo in itertools.product(*grids.values()):
+            values = dict(zip(grids, combo))
+            try:
+                with_values(base, values, source="sweep.space grid point " + ", ".join(
+                    f"{k}={v!r}" for k, v in values.items()))
+            except ConfigError as err:
+                raise ConfigError(f"{source}: {err}") from None
 
 
 def format_validation_error(err: ValidationError) -> str:

@@ -3,6 +3,7 @@
     runs/<name>-<time>/
         config.yaml        the resolved config (after overrides)
         metrics.jsonl      one JSON object per logged step
+        tensorboard/       the same rows as TensorBoard scalars (`tensorboard --logdir runs`)
         summary.json       the final metrics
         checkpoints/       ckpt-<step>.pt, the last two kept; `latest` names the newest
         *.png              plots
@@ -143,7 +144,7 @@ class RunContext:
 
     def __init__(self, run_dir: str | Path, resume: bool = False, progress: bool = True,
                  report: Callable[[dict], None] | None = None, checkpoint_every: int = 0,
-                 step_name: str = "step"):
+                 step_name: str = "step", on_resume: Callable[[int], None] | None = None):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.resuming = resume
@@ -151,10 +152,13 @@ class RunContext:
         self.checkpoint_every = checkpoint_every
         self.step_name = step_name
         self._report = report
+        self._on_resume = on_resume  # called with the completed steps resume() returns (the driver records
+        self.resumed = False         # config overrides from there)
         self.in_trial = report is not None
         self._metrics_path = self.run_dir / "metrics.jsonl"
         self._ckpt_dir = self.run_dir / "checkpoints"
         self._rows = None  # rows in metrics.jsonl, counted on first use
+        self._tb = None  # the TensorBoard writer, opened on first log
 
     def actor_cpus(self, cpus: float) -> float:
         """CPUs an actor or task started by the experiment should ask Ray for: inside a Tune trial the trial
@@ -172,6 +176,7 @@ class RunContext:
         with open(self._metrics_path, "a") as f:
             f.write(json.dumps(row) + "\n")
         self._rows = rows + 1
+        self._tensorboard(row)
         if self._report is not None:
             self._report({k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
         bad = first_nonfinite(metrics, allow_nonfinite)
@@ -181,15 +186,38 @@ class RunContext:
     def metrics(self) -> list[dict]:
         return read_metrics(self.run_dir)
 
+    def _tensorboard(self, row: dict) -> None:
+        """Writes a metrics row's finite numbers (nested keys as `a/b`) as TensorBoard scalars at its step."""
+        if self._tb is None:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), flush_secs=10)
+        for key, value in _scalars(row):
+            if key != "step":
+                self._tb.add_scalar(key, value, global_step=row["step"])
+
+    def close(self) -> None:
+        """Flushes and closes the TensorBoard writer (the driver calls this when the run ends, however it ends)."""
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
     def _row_count(self) -> int:
         if self._rows is None:
             self._rows = len(self.metrics())
         return self._rows
 
     def _cut_metrics(self, rows: int) -> None:
+        """Keeps the first `rows` rows of metrics.jsonl, and rewrites the TensorBoard events from them."""
+        import shutil
+
         kept = self.metrics()[:rows]
         atomic_write(self._metrics_path, "".join(json.dumps(r) + "\n" for r in kept).encode())
         self._rows = len(kept)
+        self.close()
+        shutil.rmtree(self.run_dir / "tensorboard", ignore_errors=True)
+        for row in kept:
+            self._tensorboard(row)
 
     # --- checkpoints -----------------------------------------------------------------------------------------
     def due(self, completed_steps: int) -> bool:
@@ -209,11 +237,11 @@ class RunContext:
         if not self.resuming:
             return 0, None
         found = self._load()
-        if found is None:
-            self._cut_metrics(0)
-            return 0, None
-        completed, rows, state = found
+        completed, rows, state = (0, 0, None) if found is None else found
         self._cut_metrics(rows)
+        self.resumed = True
+        if self._on_resume is not None:
+            self._on_resume(completed)
         return completed, state
 
     def _save(self, completed_steps: int, state: dict) -> Path:
@@ -291,11 +319,32 @@ class RunContext:
         atomic_write(self.run_dir / "summary.json", json.dumps(_jsonable(summary), indent=2).encode())
 
 
+def _scalars(row: dict, prefix: str = ""):
+    """(key, value) for every finite number of a metrics row, nested dicts as `a/b`."""
+    for key, value in row.items():
+        if isinstance(value, dict):
+            yield from _scalars(value, f"{prefix}{key}/")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            yield f"{prefix}{key}", value
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The rows of metrics.jsonl; a line that is not a JSON object is a one-line ValueError naming the file."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: line {number} is not valid JSON ({err.msg}); the file is corrupt") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}: line {number} is not a JSON object; the file is corrupt")
+        rows.append(row)
+    return rows
 
 
 def write_config(run_dir: Path, config: dict) -> None:
@@ -303,7 +352,17 @@ def write_config(run_dir: Path, config: dict) -> None:
 
 
 def read_config(run_dir: str | Path) -> dict:
-    return yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
+    """A run directory's config.yaml; unreadable YAML or a non-mapping is a one-line ValueError naming it."""
+    path = Path(run_dir) / "config.yaml"
+    try:
+        data = yaml.safe_load(path.read_text(errors="replace"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ValueError(f"{path}: not valid YAML{where}; the file is corrupt") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a mapping of keys to values; the file is corrupt")
+    return data
 
 
 def report(run_dirs: list[str | Path]) -> str:
@@ -320,7 +379,7 @@ def report(run_dirs: list[str | Path]) -> str:
         figures += [(d, p) for p in sorted(d.glob("*.png"))]
     lines = ["| run | experiment | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     for d, cfg, flat in rows:
-        cells = [_fmt(flat.get(k, "")) for k in keys]
+        cells = [format_value(flat.get(k, "")) for k in keys]
         status = "" if flat else " (unfinished)"
         lines.append(f"| {d.name}{status} | {cfg.get('experiment')} | " + " | ".join(cells) + " |")
     for d, png in figures:
@@ -328,7 +387,10 @@ def report(run_dirs: list[str | Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A table cell: floats with 4 significant digits, None as empty, anything else as str()."""
+    if value is None:
+        return ""
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)

@@ -1,37 +1,35 @@
 """`raylab tune CONFIG`: the YAML's `sweep:` block run through `ray.tune.Tuner`.
 
 Each trial is the very function `raylab run` uses (`raylab.driver.execute`), given the base config with the
-trial's sampled values set at their dotted keys. A trial writes an ordinary run directory inside its Tune trial
-directory and reports every logged step to Tune. A failed trial is retried (FailureConfig) and resumes from its
-last checkpoint, since the retry finds the same run directory. At the end the sweep directory gets
-`best_config.yaml` and `trials.md`/`trials.csv` (one row per trial: its values and its final metric).
+trial's sampled values set at their dotted keys (`raylab.config.with_values`). Every value a trial can get was
+validated before the sweep started (`raylab.config.check_sweep_space`). A trial writes an ordinary run directory
+inside its Tune trial directory and reports every logged step to Tune.
+
+How a trial ends, as trials.md / trials.csv's `status` column says:
+    completed   it ran to the end
+    diverged    a metric turned NaN/inf (`raylab.results.Diverged`): finished, not retried, not a failure
+    invalid     its sampled values make an invalid config: reported, not retried (retrying cannot fix it)
+    failed      it raised anything else; such a trial is retried (`sweep.max_failures`, Tune's FailureConfig)
+                and resumes from its last checkpoint, since the retry finds the same run directory
+The best trial is chosen among completed ones. At the end the sweep directory gets `best_config.yaml` and
+`trials.md`/`trials.csv` (each trial's values, final metric, status and one-line error).
 """
 from __future__ import annotations
 
 import functools
+import math
 import os
+import re
 from pathlib import Path
 
 import yaml
 
-from raylab.config import RunConfig, SweepConfig, to_dict, validate
-from raylab.results import atomic_write, new_run_dir, write_config
+from raylab.config import ConfigError, RunConfig, SweepConfig, to_dict, with_values
+from raylab.results import Diverged, atomic_write, format_value, new_run_dir, write_config
 
-
-def set_dotted(data: dict, key: str, value) -> None:
-    *parents, leaf = key.split(".")
-    for part in parents:
-        data = data.setdefault(part, {})
-    data[leaf] = value
-
-
-def trial_config(base: dict, sampled: dict) -> RunConfig:
-    data = yaml.safe_load(yaml.safe_dump(base))  # a deep copy of plain data
-    data.pop("sweep", None)
-    for key, value in sampled.items():
-        set_dotted(data, key, value)
-    data["progress"] = False
-    return validate(data, source="trial")
+STATUS = "raylab_status"
+ERROR = "raylab_error"
+FAILED = ("invalid", "failed")  # statuses that make `raylab tune` exit non-zero
 
 
 def param_space(sweep: SweepConfig) -> dict:
@@ -58,38 +56,81 @@ def _trainable(sampled: dict, base: dict, cwd: str) -> None:
 
     if os.path.isdir(cwd):  # Tune starts trials in their own directory; relative paths in configs mean cwd
         os.chdir(cwd)
-    cfg = trial_config(base, sampled)
+    try:
+        cfg = with_values(base, sampled)
+    except ConfigError as err:  # not transient: report it instead of raising, so Tune does not retry it
+        tune.report({STATUS: "invalid", ERROR: str(err)})
+        return
     run_dir = Path(tune.get_context().get_trial_dir()) / "run"
     resuming = (run_dir / "config.yaml").exists()  # a retry of a failed trial
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(run_dir, to_dict(cfg))
-    summary = execute(cfg, run_dir, resume=resuming, report=tune.report)
-    tune.report({k: v for k, v in summary.items() if isinstance(v, (int, float))} | {"done": True})
+    try:
+        summary = execute(cfg, run_dir, resume=resuming, report=tune.report)
+    except Diverged as err:  # a finished trial with a diverged result, not a failure to retry
+        tune.report({STATUS: "diverged", ERROR: str(err)})
+        return
+    numbers = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    tune.report({**numbers, STATUS: "completed"})
 
 
-def validate_space(cfg: RunConfig) -> None:
-    """Every key in the space must be a real config key: checked before any trial starts."""
-    base = to_dict(cfg)
-    for key, sp in cfg.sweep.space.items():
-        values = getattr(sp, sp.kind())
-        trial_config(base, {key: values[0]})
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def one_line_error(err: BaseException) -> str:
+    """`Type: message` of the exception a trial raised (unwrapping Ray's wrappers), one line, no ANSI codes."""
+    cause = err
+    while getattr(cause, "cause", None) is not None and cause.cause is not cause:
+        cause = cause.cause
+    text = _ANSI.sub("", str(cause)).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    message = lines[0] if lines else ""
+    name = type(cause).__name__
+    return f"{name}: {message}" if message and not message.startswith(name) else (message or name)
+
+
+def trial_rows(grid, sweep: SweepConfig) -> list[dict]:
+    """One row per trial: its sampled values, final metric, status and one-line error."""
+    rows = []
+    for result in grid:
+        metrics = result.metrics or {}
+        if result.error is not None:
+            status, error = "failed", one_line_error(result.error)
+        else:
+            status, error = metrics.get(STATUS, "completed"), metrics.get(ERROR, "")
+        value = metrics.get(sweep.metric) if status == "completed" else None
+        rows.append({**{k: (result.config or {}).get(k) for k in sweep.space}, sweep.metric: value,
+                     "status": status, "error": " ".join(str(error).split())})
+    return rows
+
+
+def best_trial(rows: list[dict], metric: str, mode: str) -> dict | None:
+    """The completed trial with the best finite metric, or None."""
+    done = [r for r in rows if r["status"] == "completed" and isinstance(r[metric], (int, float))
+            and math.isfinite(r[metric])]
+    if not done:
+        return None
+    return (min if mode == "min" else max)(done, key=lambda r: r[metric])
 
 
 def sweep(cfg: RunConfig, address: str | None = None) -> tuple[Path, dict, list[dict]]:
+    """Runs the sweep; returns (sweep directory, best trial's config or {}, trial rows)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from raylab.driver import ray_session
 
     if cfg.sweep is None:
-        raise ValueError(f"{cfg.name}: the config has no sweep: block")
-    validate_space(cfg)
+        raise ConfigError(f"{cfg.name}: the config has no sweep: block")
     sw = cfg.sweep
+    base = to_dict(cfg)
     out = new_run_dir(cfg.output_dir, f"{cfg.name}-sweep")
-    write_config(out, to_dict(cfg))
+    write_config(out, base)
     scheduler = (ASHAScheduler(grace_period=sw.grace_period) if sw.scheduler == "asha" else FIFOScheduler())
-    trainable = functools.partial(_trainable, base=to_dict(cfg), cwd=os.getcwd())
+    trainable = functools.partial(_trainable, base=base, cwd=os.getcwd())
     resources = {"cpu": sw.cpus_per_trial, "gpu": sw.gpus_per_trial}
+    # a trial's last report (invalid / diverged) need not hold the metric
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     with ray_session(cfg, address):
         tuner = tune.Tuner(
             tune.with_resources(trainable, resources),
@@ -100,11 +141,9 @@ def sweep(cfg: RunConfig, address: str | None = None) -> tuple[Path, dict, list[
                                       failure_config=tune.FailureConfig(max_failures=sw.max_failures)),
         )
         grid = tuner.fit()
-    trials = [{**{k: (r.config or {}).get(k) for k in sw.space}, sw.metric: (r.metrics or {}).get(sw.metric),
-               "error": str(r.error).splitlines()[0] if r.error else ""} for r in grid]
-    best = grid.get_best_result(metric=sw.metric, mode=sw.mode, scope="last") if any(
-        t[sw.metric] is not None for t in trials) else None
-    best_config = to_dict(trial_config(to_dict(cfg), best.config)) if best else {}
+    trials = trial_rows(grid, sw)
+    best = best_trial(trials, sw.metric, sw.mode)
+    best_config = to_dict(with_values(base, {k: best[k] for k in sw.space})) if best else {}
     best_config.pop("sweep", None)
     atomic_write(out / "best_config.yaml", yaml.safe_dump(best_config, sort_keys=False).encode())
     _write_trials(out, trials, sw.metric)
@@ -115,16 +154,12 @@ def _write_trials(out: Path, trials: list[dict], metric: str) -> None:
     import csv
     import io
 
-    keys = list(trials[0]) if trials else [metric]
+    keys = list(trials[0]) if trials else [metric, "status", "error"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=keys)
     writer.writeheader()
     writer.writerows(trials)
     atomic_write(out / "trials.csv", buf.getvalue().encode())
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(_cell(t[k]) for k in keys) + " |" for t in trials]
+    lines += ["| " + " | ".join(format_value(t[k]).replace("|", "\\|") for k in keys) + " |" for t in trials]
     atomic_write(out / "trials.md", ("\n".join(lines) + "\n").encode())
-
-
-def _cell(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -1,10 +1,10 @@
-"""Every YAML under experiments/ validates, and so does each sweep's first trial."""
+"""Every YAML under experiments/ validates, and so does every value of each sweep space."""
 from pathlib import Path
 
 import pytest
 
 from raylab.config import load_config, to_dict
-from raylab.tune import validate_space
+from raylab.config import check_sweep_space
 
 EXPERIMENTS = sorted((Path(__file__).parents[1] / "experiments").glob("*.yaml"))
 
@@ -18,4 +18,4 @@ def test_experiment_yaml_validates(path):
     cfg = load_config(path)
     assert cfg.name == path.stem and to_dict(cfg)["experiment"] == cfg.experiment
     if cfg.sweep is not None:
-        validate_space(cfg)
+        check_sweep_space(cfg)

@@ -19,7 +19,7 @@ import os
 import platform
 import time
 
-from raylab.results import RunContext, atomic_write, new_run_dir
+from raylab.results import RunContext, atomic_write, format_value, new_run_dir
 
 
 def add_bench_args(parser: argparse.ArgumentParser, ray: bool = True) -> None:
@@ -63,10 +63,7 @@ def finish(ctx: RunContext, results: dict, table: str) -> None:
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
-    """A Markdown table; floats get 4 significant digits."""
-    def cell(v) -> str:
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-
+    """A Markdown table; floats get 4 significant digits (`raylab.results.format_value`)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(format_value(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
