@@ -7,10 +7,10 @@ Methods: `ssl_alm` (dual-safeguarded stochastic smoothed linearized ALM, O(eps^-
 `sgda`. A new problem in a few lines, here min E||x - xi||^2 over the simplex with x_1 = x_2:
 
     import torch
-    from raylab.constrained import Problem, Simplex, solve
+    from raylab.constrained import ConstrainedProblem, Simplex, solve
 
     c = torch.tensor([0.5, 0.1, 0.2, 0.9], dtype=torch.float64)
-    problem = Problem(
+    problem = ConstrainedProblem(
         objective=lambda x, xi: ((x - xi) ** 2).sum(),                 # f(x; xi), a torch callable
         sample_xi=lambda g: c + 0.1 * torch.randn(4, generator=g, dtype=torch.float64),
         full_objective=lambda x: ((x - c) ** 2).sum() + 0.04,         # optional: exact F for stationarity
@@ -19,15 +19,21 @@ Methods: `ssl_alm` (dual-safeguarded stochastic smoothed linearized ALM, O(eps^-
     print(result.x, result.final["stationarity"], result.final["infeasibility"])
 
 Run the experiments with `raylab run experiments/alm_ncqp.yaml` and `raylab run experiments/alm_rates.yaml`, the
-benchmark with `raylab bench alm`; see docs/constrained.md.
+benchmark with `raylab bench alm`; see docs/constrained.md. Ray wiring lives in `raylab.constrained.actors`
+(imported on its own: this package does not import it).
 """
+from raylab.constrained.measure import fit_exponent, samples_to_reach, tail_stationarity
 from raylab.constrained.methods import METHODS, SGDA, SSLALM, Optimizer, Penalty, ProxALM, StormALM
-from raylab.constrained.problem import Problem
-from raylab.constrained.problems import fair_logistic, nonconvex_qp, sampled_constraint_qp
+from raylab.constrained.problem import ConstrainedProblem
+from raylab.constrained.problems import (fair_logistic, hs35, hs44, make_problem, nonconvex_qp,
+                                         sampled_constraint_qp)
 from raylab.constrained.sets import Box, Free, NonNegative, Polyhedron, Simplex
-from raylab.constrained.solve import Result, make_optimizer, solve
+from raylab.constrained.solve import COUNTS, NonFiniteIterate, Result, make_optimizer, solve
 from raylab.constrained.stationarity import StationarityMeter, kkt_residual
 
-__all__ = ["METHODS", "SGDA", "SSLALM", "Box", "Free", "NonNegative", "Optimizer", "Penalty", "Polyhedron",
-           "Problem", "ProxALM", "Result", "Simplex", "StationarityMeter", "StormALM", "fair_logistic",
-           "kkt_residual", "make_optimizer", "nonconvex_qp", "sampled_constraint_qp", "solve"]
+Problem = ConstrainedProblem  # transitional: tests/federated/test_constrained_equivalence.py still imports it
+
+__all__ = ["COUNTS", "METHODS", "SGDA", "SSLALM", "Box", "ConstrainedProblem", "Free", "NonFiniteIterate",
+           "NonNegative", "Optimizer", "Penalty", "Polyhedron", "ProxALM", "Result", "Simplex", "StationarityMeter", "StormALM",
+           "fair_logistic", "fit_exponent", "hs35", "hs44", "kkt_residual", "make_optimizer", "make_problem",
+           "nonconvex_qp", "sampled_constraint_qp", "samples_to_reach", "solve", "tail_stationarity"]

@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from raylab.constrained.problem import Problem
+from raylab.constrained.problem import ConstrainedProblem
 from raylab.constrained.stationarity import default_mu
 from raylab.constrained.updates import dual_step, primal_step, prox_center_step, storm_direction
 
@@ -34,13 +34,22 @@ T0 = 50  # budgets up to T0 take the largest stable steps; beyond it steps shrin
 DEFAULT_M_Y = 1e3
 
 
+def default_rho(p: ConstrainedProblem) -> float:
+    """max(L / ||A||^2, 2m / sigma_min(A)^2): the first balances the penalty's curvature against F's; the second
+    makes f + rho/2 ||Au - b||^2 convex across the constraints' range with margin 2 (rho sigma_min^2 >= 2m), which
+    keeps iterates from running off along F's negative curvature where X is unbounded (a slack x is free)."""
+    if p.A_norm == 0:
+        return 0.0
+    return max(p.smoothness / p.A_norm ** 2, 2 * p.weak_convexity / p.A_sigma_min ** 2)
+
+
 class Optimizer:
     """Common state and bookkeeping; subclasses define `iterations`, `_defaults` and `step`."""
 
     name = ""
     rate = 0.5  # exponent of the step-size factor s = (T0/T)^rate
 
-    def __init__(self, problem: Problem, samples: int, seed: int = 0, x0: Tensor | None = None,
+    def __init__(self, problem: ConstrainedProblem, samples: int, seed: int = 0, x0: Tensor | None = None,
                  oracle: str = "stochastic", z_update: str = "pre", **hyper):
         if samples < 1:
             raise ValueError(f"samples must be at least 1 (got {samples})")
@@ -58,7 +67,7 @@ class Optimizer:
             raise ValueError(f"{self.name}: unknown hyperparameter {sorted(unknown)[0]!r}; expected one of "
                              f"{sorted(allowed)}")
         mu = float(hyper.get("mu", default_mu(problem)))
-        rho = float(hyper.get("rho", problem.smoothness / max(problem.A_norm ** 2, 1e-12)))
+        rho = float(hyper.get("rho", default_rho(problem)))
         s = min(1.0, (T0 / self.T) ** self.rate)
         self.hyper = {**self._defaults(problem, s, mu, rho), **hyper}
         for key, value in self.hyper.items():
@@ -68,13 +77,13 @@ class Optimizer:
         self.x = problem.lift(x0) if x0 is not None else problem.x0.clone()
         self.z = self.x.clone()
         self.y = torch.zeros(problem.A.shape[0], dtype=problem.dtype)
-        self.t = self.samples = self.constraint_samples = self.safeguard_resets = 0
+        self.t = self.samples = self.oracle_calls = self.constraint_samples = self.safeguard_resets = 0
 
     # --- to be defined by each method --------------------------------------------------------------------------
     def iterations(self, samples: int) -> int:
         return samples
 
-    def _defaults(self, p: Problem, s: float, mu: float, rho: float) -> dict:
+    def _defaults(self, p: ConstrainedProblem, s: float, mu: float, rho: float) -> dict:
         raise NotImplementedError
 
     def step(self) -> None:
@@ -93,10 +102,15 @@ class Optimizer:
         return self.y
 
     def _gradient(self, u: Tensor, xi=None) -> Tensor:
+        """One gradient evaluation at u: with a given xi (STORM's second point), or a fresh oracle call."""
         self.samples += 1
         if self.oracle == "exact":
             return self.problem.full_grad(u)
-        return self.problem.grad(u, xi if xi is not None else self.problem.draw_xi(self.gen))
+        return self.problem.grad(u, xi if xi is not None else self._xi())
+
+    def _xi(self):
+        self.oracle_calls += 1
+        return self.problem.draw_xi(self.gen)
 
     def _zeta(self):
         if self.oracle == "exact" or not self.problem.stochastic_constraint:
@@ -120,20 +134,21 @@ class Optimizer:
 
     def state_dict(self) -> dict:
         return {"method": self.name, "x": self.x.clone(), "z": self.z.clone(), "y": self.y.clone(), "t": self.t,
-                "samples": self.samples, "constraint_samples": self.constraint_samples,
+                "samples": self.samples, "oracle_calls": self.oracle_calls,
+                "constraint_samples": self.constraint_samples,
                 "safeguard_resets": self.safeguard_resets, "rng": self.gen.get_state(), "hyper": dict(self.hyper)}
 
     def load_state_dict(self, state: dict) -> None:
         if state["method"] != self.name:
             raise ValueError(f"state of {state['method']!r} cannot be loaded into {self.name!r}")
         self.x, self.z, self.y = state["x"].clone(), state["z"].clone(), state["y"].clone()
-        self.t, self.samples = state["t"], state["samples"]
+        self.t, self.samples, self.oracle_calls = state["t"], state["samples"], state["oracle_calls"]
         self.constraint_samples, self.safeguard_resets = state["constraint_samples"], state["safeguard_resets"]
         self.gen.set_state(state["rng"])
         self.hyper = dict(state["hyper"])
 
 
-def _alm_defaults(p: Problem, s: float, mu: float, rho: float) -> dict:
+def _alm_defaults(p: ConstrainedProblem, s: float, mu: float, rho: float) -> dict:
     lk = p.smoothness + mu + rho * p.A_norm ** 2
     return {"tau": s / lk, "eta": s * rho / 2, "beta": s * mu / (2 * lk), "rho": rho, "mu": mu, "M_y": DEFAULT_M_Y}
 
@@ -154,7 +169,7 @@ class ProxALM(SSLALM):
     name = "prox_alm"
     rate = 0.0
 
-    def __init__(self, problem: Problem, samples: int, seed: int = 0, x0: Tensor | None = None,
+    def __init__(self, problem: ConstrainedProblem, samples: int, seed: int = 0, x0: Tensor | None = None,
                  oracle: str = "exact", z_update: str = "post", **hyper):
         super().__init__(problem, samples, seed, x0, oracle=oracle, z_update=z_update, **hyper)
 
@@ -188,7 +203,7 @@ class StormALM(Optimizer):
             n = self.initial_batch(self.T)
             self.d = sum(self._gradient(self.x) for _ in range(n)) / n
         x_t = self._alm_iteration(self.d, self.hyper)
-        xi = None if self.oracle == "exact" else self.problem.draw_xi(self.gen)
+        xi = None if self.oracle == "exact" else self._xi()
         g_new, g_old = self._gradient(self.x, xi), self._gradient(x_t, xi)
         self.d = storm_direction(self.d, g_new, g_old, self.hyper["alpha"])
 
@@ -206,7 +221,9 @@ class SGDA(Optimizer):
     name = "sgda"
 
     def _defaults(self, p, s, mu, rho):
-        return {"tau": s / p.smoothness, "eta": s / p.smoothness}
+        # the x-y coupling has gain tau eta ||A||^2 per iteration: below 1 with these, whatever ||A|| is
+        lipschitz = p.smoothness + p.A_norm ** 2
+        return {"tau": s / lipschitz, "eta": s / lipschitz}
 
     def step(self) -> None:
         plain = {**self.hyper, "rho": 0.0, "mu": 0.0, "beta": 0.0, "M_y": None}

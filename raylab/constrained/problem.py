@@ -5,9 +5,12 @@ deterministic pair (A, b) or as a stochastic residual r(x, zeta), affine in x wi
 sampler for zeta, and X as a set from `raylab.constrained.sets`. Samplers take a `torch.Generator`, so a solver's
 randomness is one generator whose state checkpoints with it.
 
-A polyhedron X = {Hx <= h} is rewritten with a slack w >= 0 as Hx + w = h: internally the variable is u = (x, w),
-the constraint rows [A 0; H I] u = [b; h], and X becomes R^n x R^p_+, which is cheap to project onto. Every oracle
-below works on u; `lift` and `unlift` convert.
+A polyhedron X = {Hx <= h, lower <= x <= upper} is rewritten with a slack w >= 0 as Hx + w = h: internally the
+variable is u = (x, w), the constraint rows [A 0; H I] u = [b; h], and X becomes the bounds on x times R^p_+,
+which is cheap to project onto. Every oracle below works on u; `lift` and `unlift` convert.
+
+`A_norm` (||A||_2) and `A_sigma_min` (the smallest singular value of the constraint rows, the slack rows
+included) are what default step sizes and the stationarity meter's penalty are computed from.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ Tensor = torch.Tensor
 MEAN_ESTIMATE_DRAWS = 1000  # draws that estimate E[A(zeta)], E[b(zeta)] when a stochastic residual comes without them
 
 
-class Problem:
+class ConstrainedProblem:
     """See the module docstring. `weak_convexity` (m: F + m/2 ||x||^2 is convex) and `smoothness` (L, a bound on
     the Lipschitz constant of grad F) set default step sizes and the accuracy of the stationarity solver.
     `gradient(x, xi)` and `full_gradient(x)` are optional closed forms: autograd costs far more than the
@@ -62,6 +65,7 @@ class Problem:
         self.slack = X.H.shape[0] if isinstance(X, Polyhedron) else 0
         if self.slack:
             H, h = X.H.to(dtype), X.h.to(dtype)
+            self.bounds = X.bounds()
             if H.shape[1] != dim:
                 raise ValueError(f"Polyhedron: H must have {dim} columns (got {H.shape[1]})")
             self.H, self.h = H, h
@@ -70,7 +74,10 @@ class Problem:
             b = torch.cat([b, h])
         self.X = X
         self.A, self.b = A, b  # the mean constraint on u, used by exact oracles and the stationarity measure
-        self.A_norm = float(torch.linalg.matrix_norm(A, ord=2)) if A.numel() else 0.0
+        singular = torch.linalg.svdvals(A) if A.numel() else torch.zeros(1, dtype=dtype)
+        self.A_norm = float(singular.max())
+        # the smallest singular value on the range of A (redundant rows leave exact zeros, which carry no constraint)
+        self.A_sigma_min = float(singular[singular > 1e-9 * self.A_norm].min()) if self.A_norm > 0 else 0.0
         self.x0 = self.lift(x0 if x0 is not None else torch.zeros(dim, dtype=dtype))
         self.stochastic_constraint = residual is not None
 
@@ -86,6 +93,7 @@ class Problem:
         if x.numel() != self.dim:
             raise ValueError(f"x0 must have {self.dim} entries (got {x.numel()})")
         if self.slack:
+            x = self.bounds.project(x)
             return torch.cat([x, torch.clamp(self.h - self.H @ x, min=0)])
         return self.project(x)
 
@@ -94,7 +102,7 @@ class Problem:
 
     def project(self, u: Tensor) -> Tensor:
         if self.slack:
-            return torch.cat([u[: self.dim], torch.clamp(u[self.dim:], min=0)])
+            return torch.cat([self.bounds.project(u[: self.dim]), torch.clamp(u[self.dim:], min=0)])
         return self.X.project(u)
 
     # --- oracles ---------------------------------------------------------------------------------------------

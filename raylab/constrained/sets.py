@@ -3,8 +3,9 @@
     Box(lower, upper)      elementwise bounds (scalars or tensors; None means unbounded on that side)
     NonNegative()          the orthant x >= 0
     Simplex(radius=1)      {x >= 0, sum x = radius}
-    Polyhedron(H, h)       {Hx <= h}: not projected onto; `raylab.constrained.problem.Problem` rewrites it with a
-                           slack w as Hx + w = h, w >= 0 and projects (x, w) onto R^n x R^p_+ instead.
+    Polyhedron(H, h, lower, upper)   {Hx <= h, lower <= x <= upper} (bounds optional): not projected onto;
+                           `raylab.constrained.problem.ConstrainedProblem` rewrites Hx <= h with a slack w as
+                           Hx + w = h, w >= 0 and projects (x, w) onto the bounds times R^p_+ instead.
 """
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ class Box(Set):
             raise ValueError("Box: lower must not exceed upper")
 
     def project(self, x: Tensor) -> Tensor:
+        if self.lower is None and self.upper is None:
+            return x
         return torch.clamp(x, min=_bound(self.lower, x), max=_bound(self.upper, x))
 
 
@@ -73,16 +76,24 @@ class Simplex(Set):
 
 @dataclass(frozen=True)
 class Polyhedron(Set):
-    """{x : H x <= h}. Projection onto a general polyhedron is itself a QP, so the solvers never call it:
-    the problem adds slack variables (see the module docstring)."""
+    """{x : H x <= h, lower <= x <= upper}. Projection onto a general polyhedron is itself a QP, so the solvers
+    never call it: the problem adds slack variables for Hx <= h (see the module docstring) and projects onto the
+    bounds directly, so simple bounds such as x >= 0 need no rows of H."""
 
     H: Tensor
     h: Tensor
+    lower: float | Tensor | None = None
+    upper: float | Tensor | None = None
 
     def __post_init__(self):
         if self.H.ndim != 2 or self.h.ndim != 1 or self.H.shape[0] != self.h.shape[0]:
             raise ValueError(f"Polyhedron: H must be (p, n) and h (p,), got {tuple(self.H.shape)} and "
                              f"{tuple(self.h.shape)}")
+        self.bounds()  # checks lower <= upper
+
+    def bounds(self) -> Box:
+        """The simple bounds as a Box (unbounded where not given)."""
+        return Box(self.lower, self.upper)
 
     def project(self, x: Tensor) -> Tensor:
-        raise ValueError("Polyhedron: no direct projection; a Problem reformulates it with slack variables")
+        raise ValueError("Polyhedron: no direct projection; a ConstrainedProblem reformulates it with slack variables")

@@ -3,10 +3,15 @@
     Psi(z) = min_{x in X, Ax=b} F(x) + mu/2 ||x - z||^2,   grad Psi(z) = mu (z - xbar(z))   (Danskin)
 
 `StationarityMeter(problem, mu)(z)` returns mu ||z - xbar(z)||, the measure the SSL-ALM and STORM-ALM theorems
-bound. xbar(z) is the solution of a strongly convex problem (mu > weak convexity m), solved here to high accuracy
-by an augmented Lagrangian method whose x-subproblems run accelerated projected gradient (FISTA with adaptive
-restart). The meter warm-starts from its previous solution, since consecutive log points are close; that state is
-in `state_dict()` so a resumed run measures bit for bit what the uninterrupted one did.
+bound, in the user's variables x: for a polyhedron the slack w of u = (x, w) is a variable of the subproblem
+(w = h - Hx at its solution) but carries no proximal term, so the value does not depend on the slack of z.
+xbar(z) is the solution of a strongly convex problem (mu > weak convexity m), solved here to high accuracy by an
+augmented Lagrangian method whose x-subproblems run accelerated projected gradient (FISTA with adaptive restart).
+Its penalty is rho = (L + mu) / sigma_min(A)^2: the outer loop contracts at a rate set by rho sigma_min^2 / (L + mu)
+and so needs a few dozen iterations whatever the conditioning of A (a slack system [H I] is badly conditioned;
+rho from ||A|| left it crawling). A meter that stops at `max_outer` unconverged warns in one line and says so in
+`converged`. It warm-starts from its previous solution, since consecutive log points are close; that state is in
+`state_dict()` so a resumed run measures bit for bit what the uninterrupted one did.
 
 `kkt_residual(problem, u, y)` = ||u - proj_X(u - grad F(u) - A^T y)|| + ||Au - b||, zero exactly at a KKT pair.
 """
@@ -14,47 +19,58 @@ from __future__ import annotations
 
 import torch
 
-from raylab.constrained.problem import Problem
+import warnings
+
+from raylab.constrained.problem import ConstrainedProblem
 
 Tensor = torch.Tensor
 
 
-def default_mu(problem: Problem) -> float:
+def default_mu(problem: ConstrainedProblem) -> float:
     """Twice the weak-convexity modulus (so the prox subproblem is strongly convex), or L/4 for a convex F."""
     return 2.0 * problem.weak_convexity if problem.weak_convexity > 0 else problem.smoothness / 4
 
 
 class StationarityMeter:
-    def __init__(self, problem: Problem, mu: float | None = None, tol: float = 1e-6, max_outer: int = 300,
-                 max_inner: int = 3000):
+    def __init__(self, problem: ConstrainedProblem, mu: float | None = None, tol: float = 1e-6,
+                 max_outer: int = 300, max_inner: int = 3000):
         self.problem, self.mu = problem, float(mu if mu is not None else default_mu(problem))
         if self.mu <= problem.weak_convexity:
             raise ValueError(f"stationarity mu must exceed the weak-convexity modulus {problem.weak_convexity} "
                              f"(got {self.mu})")
         self.tol, self.max_outer, self.max_inner = tol, max_outer, max_inner
-        # the subproblem's ALM penalty balances the constraint curvature against F's, keeping both loops short
-        self.rho = (problem.smoothness + self.mu) / max(problem.A_norm ** 2, 1e-12)
+        # the outer loop contracts like 1 / (1 + rho sigma_min^2 / (L + mu)): this rho makes that about 1/2
+        self.rho = (problem.smoothness + self.mu) / max(problem.A_sigma_min ** 2, 1e-12)
         self.lipschitz = problem.smoothness + self.mu + self.rho * problem.A_norm ** 2
+        self.weight = torch.zeros(problem.size, dtype=problem.dtype)
+        self.weight[: problem.dim] = 1.0  # the proximal term acts on x only, never on the slack
         self.x: Tensor | None = None
         self.y = torch.zeros(problem.A.shape[0], dtype=problem.dtype)
+        self.converged = True
 
     def __call__(self, z: Tensor) -> float:
-        return self.mu * float(torch.linalg.vector_norm(z - self.prox_point(z)))
+        d = self.problem.dim
+        return self.mu * float(torch.linalg.vector_norm(z[:d] - self.prox_point(z)[:d]))
 
     def prox_point(self, z: Tensor) -> Tensor:
         """xbar(z), to tolerance `tol` in both the projected gradient and ||Ax - b||."""
         p, A, b = self.problem, self.problem.A, self.problem.b
         x = p.project(z.clone()) if self.x is None else self.x
-        y, inner_tol = self.y, self.tol
+        y, inner_tol, self.converged = self.y, self.tol, False
         for _ in range(self.max_outer):
             x, inner_done = self._minimize_lagrangian(x, y, z, inner_tol)
             r = A @ x - b
             y = y + self.rho * r
             infeasibility = float(torch.linalg.vector_norm(r))
             if inner_done and inner_tol <= self.tol and infeasibility <= self.tol:
+                self.converged = True
                 break
             # inexact ALM: the subproblems need only be as accurate as the current infeasibility
             inner_tol = max(self.tol, 0.1 * infeasibility * self.rho)
+        if not self.converged:
+            warnings.warn(f"StationarityMeter on {p.name}: stopped unconverged after {self.max_outer} outer iterations "
+                          f"(||Ax - b|| = {infeasibility:.2e}, tol {self.tol:g}); the stationarity is inexact",
+                          RuntimeWarning, stacklevel=2)
         self.x, self.y = x, y
         return x
 
@@ -63,7 +79,7 @@ class StationarityMeter:
         p, A, b, step = self.problem, self.problem.A, self.problem.b, 1.0 / self.lipschitz
 
         def grad(v: Tensor) -> Tensor:
-            return p.full_grad(v) + A.T @ (y + self.rho * (A @ v - b)) + self.mu * (v - z)
+            return p.full_grad(v) + A.T @ (y + self.rho * (A @ v - b)) + self.mu * self.weight * (v - z)
 
         v, t = x, 1.0
         for _ in range(self.max_inner):
@@ -86,6 +102,6 @@ class StationarityMeter:
         self.y = state["y"].clone()
 
 
-def kkt_residual(problem: Problem, u: Tensor, y: Tensor) -> float:
+def kkt_residual(problem: ConstrainedProblem, u: Tensor, y: Tensor) -> float:
     stat = u - problem.project(u - problem.full_grad(u) - problem.A.T @ y)
     return float(torch.linalg.vector_norm(stat) + torch.linalg.vector_norm(problem.A @ u - problem.b))

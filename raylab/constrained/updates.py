@@ -1,7 +1,8 @@
 """The three update rules of the smoothed linearized ALM family, written once and shared.
 
-`raylab.constrained.ssl_alm` / `storm_alm` / `prox_alm` and the federated simulator (`raylab.federated`, where
-A is the consensus operator and never formed) all call these; none of them writes a second ALM step.
+The methods of `raylab.constrained.methods` (`SSLALM`, `StormALM`, `ProxALM`, and the `Penalty` and `SGDA`
+baselines) and the federated agents and server (`raylab.federated.agents`, `raylab.federated.server`, where A is
+the consensus operator and never formed) all call these; none of them writes a second ALM step.
 
 With K(x, y, z) = f(x) + <y, Ax - b> + rho/2 ||Ax - b||^2 + mu/2 ||x - z||^2, one SSL-ALM iteration is
 

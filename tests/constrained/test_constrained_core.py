@@ -6,16 +6,16 @@ import sys
 import pytest
 import torch
 
-from raylab.constrained import (METHODS, Box, NonNegative, Polyhedron, Problem, Simplex,
+from raylab.constrained import (METHODS, Box, NonNegative, Polyhedron, ConstrainedProblem, Simplex,
                                 fair_logistic, make_optimizer, nonconvex_qp, sampled_constraint_qp, solve)
 from raylab.constrained.updates import storm_direction
 
 DT = torch.float64
 
 
-def min_norm_problem(noise: float = 0.0) -> Problem:
+def min_norm_problem(noise: float = 0.0) -> ConstrainedProblem:
     """min ||x||^2 s.t. x1 + x2 = 1: x* = (1/2, 1/2), y* = -1. Gradients come from autograd."""
-    return Problem(lambda x, xi: x @ x + (0.0 if xi is None else xi @ x), 2,
+    return ConstrainedProblem(lambda x, xi: x @ x + (0.0 if xi is None else xi @ x), 2,
                    sample_xi=(lambda g: noise * torch.randn(2, generator=g, dtype=DT)) if noise else None,
                    full_objective=lambda x: x @ x, A=torch.tensor([[1.0, 1.0]]), b=torch.tensor([1.0]),
                    smoothness=2.0)
@@ -103,7 +103,7 @@ def test_slack_reformulation_agrees_with_direct_projection():
     ones, one = torch.ones(1, 4, dtype=DT), torch.ones(1, dtype=DT)
     kw = dict(objective=lambda x, xi: ((x - c) ** 2).sum(), gradient=lambda x, xi: 2 * (x - c), dim=4, A=ones,
               b=one, smoothness=2.0)
-    direct, slack = Problem(X=NonNegative(), **kw), Problem(X=Polyhedron(-torch.eye(4), torch.zeros(4)), **kw)
+    direct, slack = ConstrainedProblem(X=NonNegative(), **kw), ConstrainedProblem(X=Polyhedron(-torch.eye(4), torch.zeros(4)), **kw)
     assert slack.size == 8 and slack.A.shape == (5, 8)
     for p in (direct, slack):
         r = solve(p, "prox_alm", samples=4000, log_every=4000)
@@ -124,7 +124,7 @@ def test_sampled_constraint_problem_is_unbiased_and_solved():
 
 def test_mean_constraint_is_estimated_when_not_given():
     A = torch.tensor([[1.0, 2.0], [0.0, -1.0]], dtype=DT)
-    p = Problem(lambda x, xi: x @ x, 2, residual=lambda x, zeta: (A + zeta) @ x - zeta.sum(1),
+    p = ConstrainedProblem(lambda x, xi: x @ x, 2, residual=lambda x, zeta: (A + zeta) @ x - zeta.sum(1),
                 sample_zeta=lambda g: 0.1 * torch.randn(2, 2, generator=g, dtype=DT))
     assert torch.allclose(p.A, A, atol=0.02) and torch.allclose(p.b, torch.zeros(2, dtype=DT), atol=0.02)
 
@@ -162,7 +162,7 @@ def test_bad_input_gives_clear_errors():
     with pytest.raises(ValueError, match="z_update"):
         solve(p, "ssl_alm", samples=10, z_update="mid")
     with pytest.raises(ValueError, match="A must be"):
-        Problem(lambda x, xi: x @ x, 3, A=torch.ones(1, 2), b=torch.ones(1))
+        ConstrainedProblem(lambda x, xi: x @ x, 3, A=torch.ones(1, 2), b=torch.ones(1))
     with pytest.raises(ValueError, match="lower must not exceed upper"):
         Box(1.0, 0.0)
     with pytest.raises(ValueError, match="constraints must be between"):

@@ -7,6 +7,7 @@ import torch
 
 from raylab.config import load_config
 from raylab.driver import execute, prepare_run_dir
+from raylab.constrained.actors import MethodWorker
 from raylab.experiments import constrained
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,8 +26,8 @@ def test_actor_rows_equal_local_rows(ray_local, tmp_path):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(cfg.log_points + 1))
     for method in cfg.methods:
-        local = constrained.MethodWorker(cfg.problem.model_dump(), method, cfg.samples, cfg.seed,
-                                         constrained.method_hyper(cfg, method), cfg.log_points)
+        local = MethodWorker(cfg.problem.spec(), method, cfg.samples, cfg.seed, constrained.method_hyper(cfg, method),
+                             cfg.log_points)
         for k, row in enumerate(rows):
             expected = local.advance(k)
             assert {key: row[f"{method}_{key}"] for key in constrained.ROW_KEYS} == {
@@ -73,15 +74,31 @@ def test_bad_overrides_name_the_key(override, key):
         load_config(ROOT / "experiments/alm_ncqp.yaml", [override])
 
 
-def test_rate_fit_and_interpolation_are_exact_on_a_power_law():
-    from raylab.experiments.alm_rates import fit_exponent, samples_to_reach
+def test_rate_fit_is_exact_on_a_power_law():
+    from raylab.constrained import fit_exponent
 
     budgets = [1000, 2000, 4000, 8000]
     eps = [0.5 * t ** -0.25 for t in budgets]  # T ~ eps^-4 exactly
     assert fit_exponent(budgets, eps) == pytest.approx(4.0)
-    target = 0.5 * 3000 ** -0.25
-    assert samples_to_reach(budgets, eps, target) == pytest.approx(3000)
-    assert samples_to_reach(budgets, eps, 1e-6) != samples_to_reach(budgets, eps, 1e-6)  # nan: not reached
+
+
+def test_samples_to_reach_needs_a_streak_of_hold_checks():
+    from raylab.constrained import samples_to_reach
+
+    samples, values = [100, 200, 300, 400, 500, 600], [0.5, 0.05, 0.2, 0.08, 0.09, 0.07]
+    assert samples_to_reach(samples, values, 0.1, hold=1) == 200
+    assert samples_to_reach(samples, values, 0.1, hold=3) == 400  # 200 starts a streak that 300 breaks
+    assert samples_to_reach(samples, values, 0.1, hold=4) == float("inf")
+    assert samples_to_reach(samples, [float("nan")] * 6, 1.0, hold=1) == float("inf")
+
+
+def test_constraints_must_be_below_dim_before_anything_is_written(tmp_path):
+    from raylab.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"problem\.constraints: must be below problem\.dim for a QP \(got 40 >= 20\)"):
+        small_config(tmp_path, "problem.constraints=40", "problem.dim=20")
+    assert not any(tmp_path.iterdir())
+    assert load_config(ROOT / "experiments/alm_ncqp.yaml", ["penalty.power=1.5"]).penalty.power == 1.5
 
 
 @pytest.mark.ray
