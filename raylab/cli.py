@@ -33,8 +33,8 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def _config_args(p: argparse.ArgumentParser, address: bool = True) -> None:
-    p.add_argument("config")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("items", nargs="+", metavar="CONFIG [key=value ...]",
+                   help="the YAML file and dotted overrides, in any order")
     if address:
         p.add_argument("--address", help="Ray cluster address: host:port, ray://host:port or auto "
                                          "(default: $RAY_ADDRESS, else a local Ray instance)")
@@ -67,6 +67,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if argv and argv[0] in CONFIG_COMMANDS:
         args = subs[argv[0]].parse_intermixed_args(argv[1:])
         args.command = argv[0]
+        paths = [item for item in args.items if "=" not in item] or [args.items[0]]
+        args.config, args.overrides = paths[0], [item for item in args.items if item is not paths[0]]
         return args
     if argv and argv[0] == "bench":  # everything after NAME (its --help too) belongs to the bench
         return argparse.Namespace(command="bench", name=argv[1] if len(argv) > 1 else None, args=argv[2:])

@@ -71,13 +71,13 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS") or None
+    if address and address != "auto":
+        _check_reachable(address)
     if ray.is_initialized():
         yield
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     with _terminate_as_interrupt():
-        if address and address != "auto":
-            _check_reachable(address)
         try:
             if address:
                 ray.init(address=address, log_to_driver=True)

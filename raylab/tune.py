@@ -70,6 +70,9 @@ def _trainable(sampled: dict, base: dict, cwd: str) -> None:
     except Diverged as err:  # a finished trial with a diverged result, not a failure to retry
         tune.report({STATUS: "diverged", ERROR: str(err)})
         return
+    except ConfigError as err:  # found by the experiment at run time (a model path, say): not retried either
+        tune.report({STATUS: "invalid", ERROR: str(err)})
+        return
     numbers = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     tune.report({**numbers, STATUS: "completed"})
 
