@@ -10,6 +10,13 @@
 | dream         | Dream-org/Dream-v0-Instruct-7B                   | 151666  | shifted (i predicts i+1) | full         |
 | sdar (trado)  | JetLM/SDAR-4B/8B-Chat, Gen-Verse/TraDo-4B/8B-Instruct | 151669 | aligned              | block-causal |
 
+Decoding defaults (`DiffusionLM.generate`; each can be overridden per call): the checkpoint's mask and EOS ids;
+for SDAR/TraDo the absolute block layout (blocks at multiples of the block size from position 0, the answer
+padded to fill the last block) and the config's `block_size` (4 for SDAR-4B and TraDo); `stop_on_eos_block`
+False, `eager_drafts` False (the official TraDo FreeDave setting is block 4 with k = 8 and eager drafts:
+`eager_drafts=True, draft_steps=8`), `use_cache` False (True gives the exact prefix cache of
+`raylab.diffusion.cache` for block-causal models).
+
 A known architecture always loads natively (`raylab.diffusion.native`), also when its config.json still carries
 `auto_map` (the checkpoint's own code is never run). The mask id, EOS id, logit alignment and attention come
 from the checkpoint's config. Only `kind="remote"` with `trust_remote_code=True` runs a checkpoint's own code
@@ -32,9 +39,9 @@ class DiffusionLM:
     """A model plus its decoding defaults (mask id, logit alignment, attention)."""
 
     def __init__(self, model, *, mask_token_id: int, shifted_logits: bool, attention: str,
-                 eos_token_id: int | None = None):
+                 eos_token_id: int | None = None, block_size: int | None = None):
         self.model, self.mask_token_id, self.shifted_logits = model, mask_token_id, shifted_logits
-        self.attention, self.eos_token_id = attention, eos_token_id
+        self.attention, self.eos_token_id, self.block_size = attention, eos_token_id, block_size
         self.vocab_size = getattr(model, "vocab_size", None) or getattr(getattr(model, "config", None),
                                                                       "vocab_size", None)
         self.max_length = getattr(model, "max_length", None) or getattr(getattr(model, "config", None),
@@ -49,9 +56,13 @@ class DiffusionLM:
         return out.logits if hasattr(out, "logits") else out
 
     def generate(self, prompt_ids: torch.Tensor, **kwargs):
-        """`raylab.diffusion.generate` with this model's mask id, logit alignment and attention as defaults."""
-        kwargs = {"mask_token_id": self.mask_token_id, "shifted_logits": self.shifted_logits,
-                  "attention": self.attention, **kwargs}
+        """`raylab.diffusion.generate` with this model's defaults: its mask id, EOS id, logit alignment and
+        attention; block-causal models also get the absolute block layout and their training block size."""
+        defaults = {"mask_token_id": self.mask_token_id, "shifted_logits": self.shifted_logits,
+                    "attention": self.attention, "eos_token_id": self.eos_token_id}
+        if self.attention == "block_causal":
+            defaults.update(block_layout="absolute", block_length=self.block_size)
+        kwargs = {**defaults, **kwargs}
         return generate(self.model, prompt_ids.to(self.device), **kwargs)
 
 
@@ -71,7 +82,7 @@ def load_diffusion_lm(kind: str, path: str | Path, *, dtype: torch.dtype = torch
     model = load_native(path, dtype=dtype, device=device, arch=KINDS[kind])
     cfg: ArchConfig = model.config
     return DiffusionLM(model, mask_token_id=cfg.mask_token_id, shifted_logits=cfg.shifted_logits,
-                       attention=cfg.attention, eos_token_id=cfg.eos_token_id)
+                       attention=cfg.attention, eos_token_id=cfg.eos_token_id, block_size=cfg.block_size)
 
 
 def _load_remote(path: Path, dtype: torch.dtype, device: str, trust_remote_code: bool) -> DiffusionLM:

@@ -18,6 +18,17 @@ only fills masked tokens of the first block that still has one.
   draft j, and keeps the logits of its last accepted draft for the next round. The output is the static output
   token for token, in between 1/k and 1 times static's forwards.
 
+Options that match how the models are officially run (defaults in brackets):
+- `block_layout` ["answer"]: "answer" lays blocks from the prompt's end (the prompt is one block); "absolute"
+  puts them at multiples of `block_length` from position 0 and pads the answer to fill the last block, as
+  SDAR/TraDo are trained and run (`load_diffusion_lm` sets it for them).
+- `eager_drafts` [False]: FreeDave's drafts continue into the next blocks (ranked block by block from the same
+  logits) instead of stopping at the block's end; the official TraDo setting is block 4 with k = 8, eager.
+- `stop_on_eos_block` [False] with `eos_token_id`: a row is done once a finished block holds only EOS tokens
+  (the rest of its answer becomes EOS, at no forward).
+- NFE both ways: `nfe` counts decoding forwards per sequence, `model_calls` every model pass over it (also
+  the prefix cache's prefill); `forward_calls` counts batched calls.
+
 Model contract: `model(input_ids)` (full attention) or `model(input_ids, attention_mask)` (block-causal, a bool
 (N, T, T) tensor, True where a query may attend a key) returning logits (N, T, V), or an object with `.logits`.
 `shifted_logits=True` is for Dream-style models whose logits at i predict token i+1. With block-causal attention
@@ -34,12 +45,16 @@ import torch
 Method = Literal["static", "parallel", "freedave"]
 
 
+Layout = Literal["answer", "absolute"]
+
+
 @dataclass
 class DecodeResult:
     sequences: torch.Tensor     # (B, P + G) prompt followed by the decoded answer
-    nfe: torch.Tensor           # (B,) forward passes each sequence took part in
+    nfe: torch.Tensor           # (B,) decoding forwards each sequence took part in
     decode_step: torch.Tensor   # (B, G) the forward (1-based, per sequence) whose logits fixed each answer token
     forward_calls: int          # batched model calls made (a verification round over B x k drafts is one call)
+    model_calls: torch.Tensor   # (B,) every model pass over each sequence: nfe plus prefill (and KV-store) passes
 
     @property
     def gen_length(self) -> int:
@@ -53,7 +68,8 @@ class DecodeResult:
 
 def check_inputs(prompt_ids: torch.Tensor, *, gen_length: int, block_length: int, draft_steps: int,
                  threshold: float, mask_token_id: int, vocab_size: int | None, max_length: int | None,
-                 shifted_logits: bool, method: str, attention: str) -> None:
+                 shifted_logits: bool, method: str, attention: str, block_layout: str = "answer",
+                 eos_token_id: int | None = None, stop_on_eos_block: bool = False) -> None:
     """One-line ValueErrors naming the bad argument, raised before any forward pass."""
     if method not in ("static", "parallel", "freedave"):
         raise ValueError(f"method: {method!r} is not one of 'static', 'parallel', 'freedave'")
@@ -64,8 +80,14 @@ def check_inputs(prompt_ids: torch.Tensor, *, gen_length: int, block_length: int
                          f"{tuple(prompt_ids.shape)} {prompt_ids.dtype}")
     if gen_length < 1:
         raise ValueError(f"gen_length: must be >= 1, got {gen_length}")
-    if block_length < 1 or gen_length % block_length:
+    if block_layout not in ("answer", "absolute"):
+        raise ValueError(f"block_layout: {block_layout!r} is not one of 'answer', 'absolute'")
+    if block_length < 1 or (block_layout == "answer" and gen_length % block_length):
         raise ValueError(f"block_length: {block_length} does not divide gen_length {gen_length}")
+    if stop_on_eos_block and eos_token_id is None:
+        raise ValueError("stop_on_eos_block: needs eos_token_id")
+    if eos_token_id is not None and (eos_token_id < 0 or (vocab_size is not None and eos_token_id >= vocab_size)):
+        raise ValueError(f"eos_token_id: {eos_token_id} is outside the vocabulary (size {vocab_size})")
     if draft_steps < 1:
         raise ValueError(f"draft_steps: must be >= 1, got {draft_steps}")
     if not 0.0 < threshold <= 1.0:
@@ -77,8 +99,9 @@ def check_inputs(prompt_ids: torch.Tensor, *, gen_length: int, block_length: int
                          f"[{int(prompt_ids.min())}, {int(prompt_ids.max())}]")
     if (prompt_ids == mask_token_id).any():
         raise ValueError(f"prompt_ids: the prompt contains the mask token {mask_token_id}")
-    if max_length is not None and prompt_ids.shape[1] + gen_length > max_length:
-        raise ValueError(f"prompt_ids: prompt length {prompt_ids.shape[1]} + gen_length {gen_length} exceeds the "
+    padded = padded_gen_length(prompt_ids.shape[1], gen_length, block_length, block_layout)
+    if max_length is not None and prompt_ids.shape[1] + padded > max_length:
+        raise ValueError(f"prompt_ids: prompt length {prompt_ids.shape[1]} + gen_length {padded} exceeds the "
                          f"model's context of {max_length} tokens")
     if shifted_logits and prompt_ids.shape[1] < 1:
         raise ValueError("prompt_ids: shifted logits need a prompt of at least one token")
@@ -92,10 +115,28 @@ def model_limits(model) -> tuple[int | None, int | None]:
     return vocab, ctx
 
 
-def block_causal_mask(prompt_len: int, gen_length: int, block_length: int, device=None) -> torch.Tensor:
-    """(T, T) bool: a query sees keys of its own and earlier blocks; the prompt is block 0, answer block b is b+1."""
+def padded_gen_length(prompt_len: int, gen_length: int, block_length: int, layout: str) -> int:
+    """The answer length decoded: `gen_length`, or with the absolute layout what fills the last block."""
+    if layout == "absolute":
+        return -(-(prompt_len + gen_length) // block_length) * block_length - prompt_len
+    return gen_length
+
+
+def position_blocks(prompt_len: int, gen_length: int, block_length: int, layout: str = "answer",
+                    device=None) -> torch.Tensor:
+    """(T,) block id of every position. "answer": the prompt is block 0 and answer block b is b + 1 (blocks laid
+    from the prompt's end); "absolute": block p // block_length, blocks at multiples of the block size from
+    position 0, as SDAR/TraDo are trained and run (the prompt's last block is completed by the answer)."""
     pos = torch.arange(prompt_len + gen_length, device=device)
-    blk = torch.where(pos < prompt_len, 0, (pos - prompt_len) // block_length + 1)
+    if layout == "absolute":
+        return pos // block_length
+    return torch.where(pos < prompt_len, 0, (pos - prompt_len) // block_length + 1)
+
+
+def block_causal_mask(prompt_len: int, gen_length: int, block_length: int, layout: str = "answer",
+                      device=None) -> torch.Tensor:
+    """(T, T) bool: a query sees keys of its own and earlier blocks (see `position_blocks`)."""
+    blk = position_blocks(prompt_len, gen_length, block_length, layout, device)
     return blk[None, :] <= blk[:, None]
 
 
@@ -104,12 +145,12 @@ class Forward:
     token i). Counts batched calls."""
 
     def __init__(self, model: Callable, prompt_len: int, gen_length: int, block_length: int, mask_token_id: int,
-                 attention: str, shifted_logits: bool):
+                 attention: str, shifted_logits: bool, layout: str = "answer"):
         self.model, self.prompt_len, self.mask_token_id = model, prompt_len, mask_token_id
         self.shifted = shifted_logits
-        self.mask = (block_causal_mask(prompt_len, gen_length, block_length) if attention == "block_causal"
+        self.mask = (block_causal_mask(prompt_len, gen_length, block_length, layout) if attention == "block_causal"
                      else None)
-        self.calls = 0
+        self.calls, self.prefill_passes = 0, 0
 
     def __call__(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         self.calls += 1
@@ -125,16 +166,20 @@ class Forward:
         return logits[:, start:start + x.shape[1] - self.prompt_len]
 
 
-def scores(logits: torch.Tensor, answer: torch.Tensor, block_length: int, mask_token_id: int):
-    """For answer tokens `answer` (N, G) and their logits: (log-confidence with -inf where not decodable now,
-    argmax token). Decodable = masked and in the first block that still has a mask."""
+def confidences(logits: torch.Tensor, mask_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-confidence, argmax token) of every position; the mask token itself is never predicted."""
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
     logits = logits.clone()
     logits[..., mask_token_id] = -torch.inf  # predicting the mask would leave the position masked forever
-    logp, token = torch.log_softmax(logits, dim=-1).max(dim=-1)
+    return torch.log_softmax(logits, dim=-1).max(dim=-1)
+
+
+def scores(logits: torch.Tensor, answer: torch.Tensor, block: torch.Tensor, mask_token_id: int):
+    """For answer tokens `answer` (N, G) with block ids `block` (G,) and their logits: (log-confidence with -inf
+    where not decodable now, argmax token). Decodable = masked and in the first block that still has a mask."""
+    logp, token = confidences(logits, mask_token_id)
     masked = answer == mask_token_id
-    block = torch.arange(answer.shape[1], device=answer.device) // block_length
     first = torch.where(masked, block, block.max() + 1).min(dim=1, keepdim=True).values
     decodable = masked & (block[None, :] == first)
     return torch.where(decodable, logp, -torch.inf), token
@@ -145,9 +190,9 @@ def ranking(conf: torch.Tensor) -> torch.Tensor:
     return torch.sort(conf, dim=1, descending=True, stable=True).indices
 
 
-def static_step(answer, logits, block_length, mask_token_id):
+def static_step(answer, logits, block, mask_token_id):
     """The static successor: the single most confident decodable token filled with its argmax."""
-    conf, token = scores(logits, answer, block_length, mask_token_id)
+    conf, token = scores(logits, answer, block, mask_token_id)
     pos = ranking(conf)[:, :1]
     return answer.scatter(1, pos, token.gather(1, pos))
 
@@ -155,7 +200,9 @@ def static_step(answer, logits, block_length, mask_token_id):
 def generate(model: Callable, prompt_ids: torch.Tensor, *, method: Method = "freedave", gen_length: int,
              block_length: int | None = None, draft_steps: int = 4, threshold: float = 0.9, mask_token_id: int,
              shifted_logits: bool = False, attention: str = "full", use_cache: bool = False,
-             vocab_size: int | None = None, max_length: int | None = None) -> DecodeResult:
+             vocab_size: int | None = None, max_length: int | None = None, block_layout: Layout = "answer",
+             eager_drafts: bool = False, eos_token_id: int | None = None,
+             stop_on_eos_block: bool = False) -> DecodeResult:
     """Decodes `gen_length` tokens after each prompt in the batch (see the module docstring)."""
     if prompt_ids.ndim == 1:
         prompt_ids = prompt_ids[None]
@@ -163,37 +210,57 @@ def generate(model: Callable, prompt_ids: torch.Tensor, *, method: Method = "fre
     vocab, ctx = model_limits(model)
     check_inputs(prompt_ids, gen_length=gen_length, block_length=block_length, draft_steps=draft_steps,
                  threshold=threshold, mask_token_id=mask_token_id, vocab_size=vocab_size or vocab,
-                 max_length=max_length or ctx, shifted_logits=shifted_logits, method=method, attention=attention)
+                 max_length=max_length or ctx, shifted_logits=shifted_logits, method=method, attention=attention,
+                 block_layout=block_layout, eos_token_id=eos_token_id, stop_on_eos_block=stop_on_eos_block)
+    B, P = prompt_ids.shape
+    G = padded_gen_length(P, gen_length, block_length, block_layout)
     if use_cache:
         if attention != "block_causal" or shifted_logits:
             raise ValueError("use_cache: the exact prefix cache needs attention='block_causal' and aligned logits")
         from raylab.diffusion.cache import CachedForward
-        forward = CachedForward(model, prompt_ids, gen_length, block_length, mask_token_id)
+        forward = CachedForward(model, prompt_ids, G, block_length, mask_token_id, block_layout,
+                                feed_to_end=eager_drafts and method == "freedave")
     else:
-        forward = Forward(model, prompt_ids.shape[1], gen_length, block_length, mask_token_id, attention,
-                          shifted_logits)
-    B, P = prompt_ids.shape
-    answer = torch.full((B, gen_length), mask_token_id, dtype=prompt_ids.dtype, device=prompt_ids.device)
-    state = _State(prompt_ids, answer, forward, block_length, mask_token_id)
+        forward = Forward(model, P, G, block_length, mask_token_id, attention, shifted_logits, block_layout)
+    answer = torch.full((B, G), mask_token_id, dtype=prompt_ids.dtype, device=prompt_ids.device)
+    block = position_blocks(P, G, block_length, block_layout, prompt_ids.device)[P:]
+    state = _State(prompt_ids, answer, forward, block, block_length, mask_token_id,
+                   eos_token_id if stop_on_eos_block else None)
     with torch.no_grad():
         if method == "freedave":
-            _freedave(state, draft_steps)
+            _freedave(state, draft_steps, eager_drafts)
         else:
             _one_forward_per_step(state, threshold if method == "parallel" else None)
-    return DecodeResult(torch.cat([prompt_ids, state.answer], dim=1), state.nfe, state.step, forward.calls)
+    return DecodeResult(torch.cat([prompt_ids, state.answer], dim=1), state.nfe, state.step, forward.calls,
+                        state.nfe + forward.prefill_passes)
 
 
 class _State:
     """The batch being decoded: answers, per-sequence forward counts and the step that fixed each token."""
 
-    def __init__(self, prompt_ids, answer, forward, block_length, mask_token_id):
+    def __init__(self, prompt_ids, answer, forward, block, block_length, mask_token_id, stop_eos):
         self.prompt, self.answer, self.forward = prompt_ids, answer, forward
-        self.L, self.mask_id = block_length, mask_token_id
+        self.block, self.L, self.mask_id, self.stop_eos = block, block_length, mask_token_id, stop_eos
         self.nfe = torch.zeros(answer.shape[0], dtype=torch.long, device=answer.device)
         self.step = torch.zeros_like(answer)
 
     def active(self) -> torch.Tensor:
         return (self.answer == self.mask_id).any(dim=1).nonzero().squeeze(1)
+
+    def stop_after_eos_blocks(self, rows: torch.Tensor) -> None:
+        """A row whose answer holds a finished block of EOS tokens only is done: every later answer position
+        becomes EOS (fixed at the row's current forward, costing none)."""
+        if self.stop_eos is None or not len(rows):
+            return
+        answer, block = self.answer[rows], self.block - self.block.min()
+        n = int(block.max()) + 1
+        in_block = torch.nn.functional.one_hot(block, n).bool()                          # (G, n)
+        not_eos = ((answer != self.stop_eos)[:, :, None] & in_block[None]).any(dim=1)    # (R, n)
+        first = torch.where(~not_eos, torch.arange(n, device=answer.device), n).min(dim=1).values
+        after = block[None, :] > first[:, None]
+        fill = after & (answer == self.mask_id)
+        self.step[rows] = torch.where(fill, self.nfe[rows, None], self.step[rows])
+        self.answer[rows] = torch.where(after, self.stop_eos, answer)
 
 
 def _one_forward_per_step(s: _State, threshold: float | None) -> None:
@@ -203,26 +270,43 @@ def _one_forward_per_step(s: _State, threshold: float | None) -> None:
         logits = _call(s, rows, answer)
         _commit(s, torch.arange(len(rows), device=rows.device))
         s.nfe[rows] += 1
-        conf, token = scores(logits, answer, s.L, s.mask_id)
+        conf, token = scores(logits, answer, s.block, s.mask_id)
         fill = torch.zeros_like(answer, dtype=torch.bool).scatter(1, ranking(conf)[:, :1], True)
         if threshold is not None:
             fill |= conf.exp() > threshold
         s.answer[rows] = torch.where(fill, token, answer)
         s.step[rows] = torch.where(fill, s.nfe[rows, None], s.step[rows])
+        s.stop_after_eos_blocks(rows)
 
 
-def _freedave(s: _State, k: int) -> None:
+def draft_order(logits: torch.Tensor, answer: torch.Tensor, block: torch.Tensor, mask_token_id: int,
+                eager: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(positions in drafting order, how many can be drafted, argmax tokens). Not eager: the current block's
+    masked tokens by confidence. Eager: then those of the following blocks, block by block, each by the same
+    logits' confidence (drafts across a block boundary; verification keeps the output static's)."""
+    if not eager:
+        conf, token = scores(logits, answer, block, mask_token_id)
+        return ranking(conf), torch.isfinite(conf).sum(dim=1), token
+    logp, token = confidences(logits, mask_token_id)
+    masked = answer == mask_token_id
+    order = ranking(torch.where(masked, logp, -torch.inf))
+    key = torch.where(masked, block[None, :], int(block.max()) + 1).gather(1, order)
+    order = order.gather(1, torch.sort(key, dim=1, stable=True).indices)
+    return order, masked.sum(dim=1), token
+
+
+def _freedave(s: _State, k: int, eager: bool) -> None:
     """Draft k static states from one forward, verify all drafts of all sequences in the next forward."""
-    k = min(k, s.L)  # drafts stay inside the current block
+    k = min(k, s.answer.shape[1], s.answer.shape[1] if eager else s.L)  # not eager: drafts stay inside a block
     rows = s.active()
     logits = _call(s, rows, s.answer[rows])
     _commit(s, torch.arange(len(rows), device=rows.device))
     s.nfe[rows] += 1
     while len(rows):
         answer = s.answer[rows]
-        conf, token = scores(logits, answer, s.L, s.mask_id)
-        order = ranking(conf)[:, :k]                                        # (R, k)
-        n_drafts = torch.isfinite(conf).sum(dim=1).clamp(max=k)             # m_r
+        order, available, token = draft_order(logits, answer, s.block, s.mask_id, eager)
+        order = order[:, :k]                                                # (R, k)
+        n_drafts = available.clamp(max=k)                                   # m_r
         rank = torch.full_like(answer, k).scatter(1, order, torch.arange(k, device=answer.device).expand_as(order))
         j = torch.arange(k, device=answer.device)
         drafts = torch.where(rank[:, None, :] <= j[None, :, None], token[:, None, :], answer[:, None, :])  # (R,k,G)
@@ -238,7 +322,7 @@ def _freedave(s: _State, k: int) -> None:
         if len(r_idx):
             draft_logits = _call(s, rows[r_idx], drafts[r_idx, j_idx])
             s.nfe[rows[verify.any(dim=1)]] += 1
-            successor = static_step(drafts[r_idx, j_idx], draft_logits, s.L, s.mask_id)
+            successor = static_step(drafts[r_idx, j_idx], draft_logits, s.block, s.mask_id)
             # ok[r, j] : draft j+1 equals the static successor of draft j (j = 0 .. k-2)
             ok = torch.zeros(len(rows), k, dtype=torch.bool, device=answer.device)
             nxt = (j_idx + 1).clamp(max=k - 1)
@@ -251,7 +335,8 @@ def _freedave(s: _State, k: int) -> None:
         newly = (rank >= 1) & (rank < accepted[:, None])
         s.step[rows] = torch.where(newly, s.nfe[rows, None], s.step[rows])
         s.answer[rows] = last
-        going = (last == s.mask_id).any(dim=1)
+        s.stop_after_eos_blocks(rows)
+        going = (s.answer[rows] == s.mask_id).any(dim=1)
         if next_logits is None or not going.any():
             break
         draft_logits, where = next_logits

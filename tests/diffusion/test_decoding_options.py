@@ -1,0 +1,96 @@
+"""Decoding options that match how the models are officially run: absolute block layout, eager drafting across
+block boundaries, stopping a row at a block of EOS tokens, and NFE counted both ways. FreeDave stays static's
+output under each of them, with and without the prefix cache."""
+import pytest
+import torch
+from dllm_models import MASK, VOCAB, IntegerModel, PositionModel, random_transformer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from raylab.diffusion import generate
+from raylab.diffusion.decoding import Forward, block_causal_mask, padded_gen_length, position_blocks
+
+MODEL = random_transformer(3)
+
+
+def test_absolute_layout_puts_blocks_at_multiples_of_the_block_size():
+    # prompt 5, answer 8, block 4: the sequence is padded to 16 = 4 blocks; the prompt's last token shares
+    # block 1 with the first three answer tokens
+    assert padded_gen_length(5, 8, 4, "absolute") == 11 and padded_gen_length(5, 8, 4, "answer") == 8
+    assert position_blocks(5, 11, 4, "absolute").tolist() == [0] * 4 + [1] * 4 + [2] * 4 + [3] * 4
+    assert position_blocks(5, 8, 4, "answer").tolist() == [0] * 5 + [1] * 4 + [2] * 4
+    mask = block_causal_mask(5, 11, 4, "absolute")
+    assert mask[4, 7] and not mask[3, 4] and mask[8, 0] and not mask[7, 8]
+    fwd = Forward(MODEL, 5, 11, 4, MASK, "block_causal", False, "absolute")
+    assert torch.equal(fwd.mask, mask)
+    out = generate(MODEL, torch.tensor([[1, 2, 3, 4, 5]]), method="static", gen_length=8, block_length=4,
+                   mask_token_id=MASK, attention="block_causal", block_layout="absolute")
+    assert out.sequences.shape == (1, 16) and not (out.sequences == MASK).any()
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2), batch=st.integers(1, 3), prompt_len=st.integers(1, 6), gen=st.integers(1, 9),
+       block_length=st.integers(1, 5), k=st.integers(1, 9), eager=st.booleans(), cache=st.booleans(),
+       integer=st.booleans())
+def test_freedave_equals_static_with_the_official_options(seed, batch, prompt_len, gen, block_length, k, eager,
+                                                           cache, integer):
+    model = IntegerModel(seed) if integer and not cache else MODEL
+    prompt = torch.randint(0, MASK, (batch, prompt_len), generator=torch.Generator().manual_seed(seed))
+    kw = dict(gen_length=gen, block_length=block_length, mask_token_id=MASK, attention="block_causal",
+              block_layout="absolute", use_cache=cache)
+    static = generate(model, prompt, method="static", **kw)
+    fd = generate(model, prompt, method="freedave", draft_steps=k, eager_drafts=eager, **kw)
+    assert torch.equal(fd.sequences, static.sequences) and (fd.nfe <= static.nfe).all()
+    if cache:
+        plain = generate(model, prompt, method="freedave", draft_steps=k, eager_drafts=eager,
+                         **{**kw, "use_cache": False})
+        assert torch.equal(plain.sequences, fd.sequences) and torch.equal(plain.nfe, fd.nfe)
+
+
+def test_eager_drafting_crosses_block_boundaries():
+    # a model whose confidences never change: every draft verifies, so only the block boundary limits a round
+    prompt = torch.tensor([[1, 2, 3]])
+    kw = dict(gen_length=8, block_length=4, mask_token_id=MASK, draft_steps=8)
+    blockwise = generate(PositionModel(), prompt, method="freedave", **kw)
+    eager = generate(PositionModel(), prompt, method="freedave", eager_drafts=True, **kw)
+    static = generate(PositionModel(), prompt, method="static", **kw)
+    assert torch.equal(eager.sequences, static.sequences) and torch.equal(blockwise.sequences, static.sequences)
+    assert int(eager.nfe) < int(blockwise.nfe)
+
+
+class EOSAfterFirstBlock:
+    """Answer positions 0-3 predict 5, later ones 7 (the EOS id here), each with a position-dependent margin."""
+
+    vocab_size = VOCAB
+
+    def __init__(self, prompt_len):
+        self.P = prompt_len
+
+    def __call__(self, ids):
+        N, T = ids.shape
+        logits = torch.zeros(N, T, VOCAB, dtype=torch.float64)
+        pos = torch.arange(T)
+        logits[:, pos, torch.where(pos < self.P + 4, 5, 7)] = 3.0 + pos.double() / T
+        return logits
+
+
+def test_a_row_stops_at_a_block_of_eos_tokens():
+    prompt = torch.tensor([[1, 2]])
+    kw = dict(gen_length=16, block_length=4, mask_token_id=MASK, eos_token_id=7)
+    full = generate(EOSAfterFirstBlock(2), prompt, method="static", **kw)
+    stop = generate(EOSAfterFirstBlock(2), prompt, method="static", stop_on_eos_block=True, **kw)
+    fd = generate(EOSAfterFirstBlock(2), prompt, method="freedave", draft_steps=4, stop_on_eos_block=True, **kw)
+    assert torch.equal(full.sequences, stop.sequences) and torch.equal(fd.sequences, stop.sequences)
+    assert int(full.nfe) == 16 and int(stop.nfe) == 8  # block 1 (5s) and block 2 (EOS) decoded, then done
+    with pytest.raises(ValueError, match="stop_on_eos_block: needs eos_token_id"):
+        generate(MODEL, prompt, gen_length=4, mask_token_id=MASK, stop_on_eos_block=True)
+
+
+def test_nfe_is_reported_both_ways():
+    kw = dict(method="static", gen_length=8, block_length=4, mask_token_id=MASK, attention="block_causal",
+              block_layout="absolute", use_cache=True)
+    five = generate(MODEL, torch.tensor([[1, 2, 3, 4, 5]]), **kw)   # one complete prompt block: one prefill pass
+    three = generate(MODEL, torch.tensor([[1, 2, 3]]), **kw)        # none: the prompt is fed with the answer
+    assert int(five.model_calls) == int(five.nfe) + 1 and torch.equal(three.model_calls, three.nfe)
+    plain = generate(MODEL, torch.tensor([[1, 2, 3, 4, 5]]), **{**kw, "use_cache": False})
+    assert torch.equal(plain.model_calls, plain.nfe) and torch.equal(plain.sequences, five.sequences)
