@@ -100,7 +100,7 @@ def rollout_throughput(model_dir: str, backend: str, args) -> float:
     """Completion tokens per second of one backend in this process, median of 3 timed calls."""
     import torch
 
-    from raylab.grpo.rollout.common import SamplingConfig, make_rollout
+    from raylab.grpo.rollout import SamplingConfig, make_rollout
 
     torch.set_num_threads(args.cpus)
     if backend == "vllm":

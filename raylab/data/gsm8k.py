@@ -1,23 +1,21 @@
 """GSM8K loader: grade-school math word problems with a worked solution ending in `#### N`, split easy/hard.
 
-    examples = load_gsm8k("data/gsm8k_train.jsonl")                        # a local JSONL in GSM8K's format
+    examples = load_gsm8k("../shared/data/gsm8k/train.jsonl")              # a local JSONL in GSM8K's format
     examples = load_gsm8k("openai/gsm8k", split="train", difficulty="hard")   # the Hugging Face dataset
+    examples = load_gsm8k(path, rule=SplitRule(measure="chars", easy_max=303, hard_min=358))
     -> [{"prompt": "Question: ...\\nAnswer:", "answer": "18", "solution": "...", "difficulty": "easy"}, ...]
 
-Difficulty, as in the seed (GSM8K train split into easy and hard "by solution complexity"), is the number of
-reasoning steps of the reference solution: its non-empty lines before the `#### N` line (each GSM8K line is one
-step, usually one <<calculation>>). A question is hard when it takes at least `hard_min_steps` steps (default 4).
-The seed reports 4,695 easy and 1,909 hard training questions without giving its rule; the dataset is not
-available offline here, so whether this default reproduces those counts is not verified; adjust
-`hard_min_steps` to match.
+Difficulty, as in the seed (GSM8K train split into easy and hard "by solution complexity"), comes from a
+`raylab.data.split.SplitRule` on the answer field: by default its number of reasoning steps (easy up to 3,
+hard from 4, which gives 4,110 / 3,363 on the real train split); a rule with a gap between its cut-offs labels
+the questions in between "middle", in neither subset. docs/grpo.md lists the counts of the rules tried.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from raylab.data.records import prompt_template, read_records, require_keys, select
-
-HARD_MIN_STEPS = 4
+from raylab.data.split import SplitRule
 
 
 def parse_solution(answer: str, where: str = "record") -> tuple[str, str]:
@@ -29,25 +27,24 @@ def parse_solution(answer: str, where: str = "record") -> tuple[str, str]:
     return solution.strip(), final
 
 
-def solution_steps(solution: str) -> int:
-    return sum(1 for line in solution.splitlines() if line.strip())
-
-
 def load_gsm8k(source: str | Path, split: str = "train", template: str = "qa", difficulty: str | None = None,
-               hard_min_steps: int = HARD_MIN_STEPS, limit: int | None = None, config: str = "main") -> list[dict]:
+               rule: SplitRule = SplitRule(), limit: int | None = None, config: str = "main") -> list[dict]:
     """GSM8K examples from a JSONL file, a local dataset directory/file, or a hub id (config "main")."""
-    if hard_min_steps < 1:
-        raise ValueError(f"hard_min_steps: expected a positive number of steps, got {hard_min_steps}")
     text = prompt_template(template)
+    records = read_records(source, split, config)
     examples = []
-    for i, record in enumerate(read_records(source, split, config)):
+    for i, record in enumerate(records):
         where = f"{source} record {i}"
         require_keys(record, ("question", "answer"), where, "GSM8K")
         solution, final = parse_solution(str(record["answer"]), where)
-        examples.append({
-            "prompt": text.format(question=str(record["question"]).strip()),
-            "answer": final,
-            "solution": solution,
-            "difficulty": "hard" if solution_steps(solution) >= hard_min_steps else "easy",
-        })
+        examples.append({"prompt": text.format(question=str(record["question"]).strip()), "answer": final,
+                         "solution": solution})
+    for example, label in zip(examples, rule.labels([str(r["answer"]) for r in records])):
+        example["difficulty"] = label
     return select(examples, difficulty, limit)
+
+
+def split_counts(source: str | Path, rule: SplitRule, split: str = "train") -> dict[str, int]:
+    """How many questions of `split` fall in each band of `rule`."""
+    labels = rule.labels([str(r["answer"]) for r in read_records(source, split, "main")])
+    return {band: labels.count(band) for band in ("easy", "middle", "hard")}

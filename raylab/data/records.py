@@ -91,7 +91,7 @@ def prompt_template(template: str) -> str:
 
 
 def select(examples: list[dict], difficulty: str | None, limit: int | None) -> list[dict]:
-    """Keeps one difficulty ("easy" or "hard", None: all), then the first `limit` examples."""
+    """Keeps one difficulty ("easy" or "hard", None: all, the middle band too), then the first `limit` examples."""
     if difficulty not in (None, "easy", "hard"):
         raise ValueError(f"difficulty: expected 'easy', 'hard' or None, got {difficulty!r}")
     if limit is not None and limit < 1:

@@ -8,9 +8,10 @@ For each difficulty (an initial success probability), mode and seed, one run tra
 by `raylab.grpo.bandit.make_instance` with the same lr for both modes. The runs advance as Ray tasks, `chunk`
 iterations at a time; after each chunk every iteration is logged (the mean over seeds of accuracy = mean_i pi*_i,
 greedy accuracy, reward variance, ||grad J||, and the largest curvature ratio ||Hess J_i|| / (4 X^2 pi*(1 - pi*)),
-which the theory keeps <= 1) and, every `checkpoint_every` iterations, the state is checkpointed.
+which the theory keeps <= 1; the last row of a chunk also holds every question's (pi*(1 - pi*), ||Hess J_i||)).
+A step (`STEP_NAME`) is one iteration; `checkpoint_every` counts iterations (chunks end on its multiples).
 Figures: accuracy.png (accuracy against iterations, std vs no-std, easy vs hard) and curvature.png
-(||Hess J_i|| against pi*(1 - pi*) at every chunk boundary, with the bound 4 X^2 pi*(1 - pi*)).
+(||Hess J_i|| against pi*(1 - pi*), binned, with the bound 4 X^2 pi*(1 - pi*)).
 """
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ from pydantic import Field, field_validator, model_validator
 
 from raylab.config import RunConfig, Section
 from raylab.grpo.bandit import make_instance, reward_variance, train
-from raylab.results import plot_lines
+from raylab.plots import plot_lines
 
 Mode = Literal["std", "no_std"]
+STEP_NAME = "iteration"
 
 
 class BanditConfig(Section):
@@ -92,18 +94,19 @@ def run(cfg: Config, ctx) -> dict:
     import ray
 
     runs = [(d, m, s) for d in cfg.difficulties for m in cfg.modes for s in range(cfg.seeds)]
-    start, state = 0, {"runs": {r: None for r in runs}, "points": []}
-    if ctx.resume and (ckpt := ctx.load_checkpoint()):
-        start, state = ckpt
-        ctx.truncate_metrics(start)
+    done, state = ctx.resume()
+    state = state or {"runs": {_key(r): None for r in runs}}
     bandit_cfg = cfg.bandit.model_dump()
     task = ray.remote(num_cpus=ctx.actor_cpus(1))(advance)
-    history = _history(ctx.metrics() if start else [], cfg)
-    with ctx.progress(cfg.iterations, desc="grpo_bandit", initial=start) as bar:
-        while start < cfg.iterations:
-            steps = min(cfg.chunk, cfg.iterations - start)
+    history = _history(ctx.metrics(), cfg)
+    with ctx.progress(cfg.iterations, desc="grpo_bandit", initial=done) as bar:
+        while done < cfg.iterations:
+            # a chunk ends at every checkpoint boundary, so that the state saved there is that iteration's
+            steps = min(cfg.chunk, cfg.iterations - done)
+            if ctx.checkpoint_every:
+                steps = min(steps, ctx.checkpoint_every - done % ctx.checkpoint_every)
             futures = {r: task.remote(bandit_cfg, cfg.difficulties[r[0]], cfg.seed + r[2], r[1], cfg.lr,
-                                      cfg.group_size, state["runs"][r], steps) for r in runs}
+                                      cfg.group_size, state["runs"][_key(r)], steps) for r in runs}
             results = dict(zip(futures, ray.get(list(futures.values()))))
             for i in range(steps):
                 row = {}
@@ -114,17 +117,21 @@ def run(cfg: Config, ctx) -> dict:
                             reduce = max if key == "curvature_ratio" else _mean
                             row[f"{d}/{m}/{key}"] = reduce([x[key] for x in seeds])
                         history[(d, m)].append(row[f"{d}/{m}/accuracy"])
-                ctx.log(row | _headline(cfg, history), step=start + i + 1)
-            state["runs"] = {r: results[r][0] for r in runs}
-            state["points"] += [(r[0], p) for r in runs for p in results[r][2]]
-            crossed = ctx.checkpoint_every and (start + steps) // ctx.checkpoint_every > start // ctx.checkpoint_every
-            start += steps
-            if crossed:
-                ctx.save_checkpoint(state, start)
+                if i == steps - 1:  # (pi*(1 - pi*), ||Hess J_i||) of every question, for curvature.png
+                    row["curvature_points"] = {d: [p for r in runs if r[0] == d for p in results[r][2]]
+                                               for d in cfg.difficulties}
+                ctx.log(row | _headline(cfg, history), step=done + i + 1)
+            state["runs"] = {_key(r): results[r][0] for r in runs}
+            done += steps
+            ctx.checkpoint(done, state)
             bar.update(steps)
-    ctx.save_checkpoint(state, cfg.iterations)
-    _plots(ctx, cfg, history, state["points"])
+    ctx.checkpoint(cfg.iterations, state, final=True)
     return _summary(cfg, history, ctx.metrics())
+
+
+def _key(run: tuple) -> str:
+    """A run's name in the checkpoint (whose dict keys must be strings)."""
+    return "/".join(map(str, run))
 
 
 def _mean(values: list[float]) -> float:
@@ -150,27 +157,27 @@ def _summary(cfg: Config, history: dict, rows: list[dict]) -> dict:
     return summary
 
 
-def _plots(ctx, cfg: Config, history: dict, points: list) -> None:
+def plot(cfg: Config, ctx) -> None:
+    """accuracy.png: accuracy against iterations per difficulty and mode; curvature.png: the largest and the mean
+    ||Hess J_i|| of the questions in each bin of reward variance pi*(1 - pi*), with the bound 4 X^2 pi*(1 - pi*)."""
+    rows = ctx.metrics()
     kind = "exact updates" if cfg.group_size == 0 else f"groups of K = {cfg.group_size}"
-    series = {f"{d} (pi*0 ~ {cfg.difficulties[d]}), {m}": (range(1, len(acc) + 1), acc)
-              for (d, m), acc in history.items()}
+    steps = [r["step"] for r in rows]
+    series = {f"{d} (pi*0 ~ {cfg.difficulties[d]}), {m}": (steps, [r.get(f"{d}/{m}/accuracy") for r in rows])
+              for d in cfg.difficulties for m in cfg.modes}
     plot_lines(ctx.path("accuracy.png"), series, xlabel="iteration", ylabel="accuracy (mean pi*)",
                title=f"log-linear bandit, lr = {cfg.lr:g}, {kind}")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    bins = 20
+    curves = {}
     for d in cfg.difficulties:
-        var = [p[0] for name, p in points if name == d]
-        ax.scatter(var, [p[1] for name, p in points if name == d], s=6, alpha=0.5, label=d)
+        points = [p for r in rows for p in r.get("curvature_points", {}).get(d, [])]
+        by_bin = {}
+        for var, hess in points:
+            by_bin.setdefault(min(int(var / 0.25 * bins), bins - 1), []).append(hess)
+        centers = [(b + 0.5) * 0.25 / bins for b in sorted(by_bin)]
+        curves[f"{d}: max over questions"] = (centers, [max(by_bin[b]) for b in sorted(by_bin)])
+        curves[f"{d}: mean"] = (centers, [_mean(by_bin[b]) for b in sorted(by_bin)])
     bound = 4 * cfg.bandit.feature_norm ** 2
-    ax.plot([0, 0.25], [0, bound * 0.25], "--", color="gray", label="4 X_max^2 pi*(1 - pi*)")
-    ax.axhline(cfg.bandit.feature_norm ** 2, color="gray", linewidth=0.8, label="X_max^2")
-    ax.set(xlabel="reward variance pi*(1 - pi*)", ylabel="||Hess J_i||", title="curvature follows reward variance")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(ctx.path("curvature.png"))
-    plt.close(fig)
+    plot_lines(ctx.path("curvature.png"), curves, xlabel="reward variance pi*(1 - pi*)", ylabel="||Hess J_i||",
+               title="curvature follows reward variance",
+               references={"4 X_max^2 pi*(1 - pi*)": ([0, 0.25], [0, bound * 0.25])})

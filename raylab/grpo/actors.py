@@ -1,9 +1,9 @@
 """Ray actors of GRPO: thin wrappers that hold a rollout backend or a learner; the work is in the cores.
 
     workers = build_rollout_workers(2, "hf", "assets/tiny_policy", sampling, cpus=1)
-    learner = build_learner("assets/tiny_policy", cpus=1, lr=1e-4)
+    learner = build_learner("assets/tiny_policy", LearnerConfig(lr=1e-4, cpus=1))
     weights = learner.export_weights.remote()                   # one object in the store
-    ray.get([w.load_weights.remote(weights, 1) for w in workers])      # every worker gets the new weights
+    ray.get([w.load_weights.remote(weights) for w in workers])      # every worker gets the new weights
 
 `ray.remote(...)` is applied here, with the CPUs and GPUs the config asks for.
 """
@@ -14,7 +14,8 @@ import torch
 import transformers
 
 from raylab.grpo.learner import Learner
-from raylab.grpo.rollout.common import SamplingConfig, make_rollout, pack_weights
+from raylab.grpo.optim import LearnerConfig
+from raylab.grpo.rollout import SamplingConfig, make_rollout, pack_weights
 
 
 def _setup_actor(cpus: float) -> None:
@@ -25,22 +26,19 @@ def _setup_actor(cpus: float) -> None:
 
 
 class RolloutWorker:
-    """One rollout engine (hf or vllm) and the version of the weights it holds."""
+    """One rollout engine (hf, torch or vllm) and its default sampling settings."""
 
     def __init__(self, backend: str, model: str, sampling: SamplingConfig, seed: int, cpus: float,
                  options: dict | None = None):
         _setup_actor(cpus)
         self.backend = make_rollout(backend, model, seed=seed, **(options or {}))
         self.sampling = sampling
-        self.weights_version = 0
 
     def generate(self, prompts: list[str], seed: int, sampling: SamplingConfig | None = None):
         return self.backend.generate(prompts, sampling or self.sampling, seed)
 
-    def load_weights(self, packed: dict, version: int) -> int:
+    def load_weights(self, packed: dict) -> None:
         self.backend.load_weights(packed)
-        self.weights_version = version
-        return version
 
     def score(self, prompt_ids: list[int], completion_ids: list[int]) -> list[float]:
         return self.backend.score(prompt_ids, completion_ids, self.sampling.temperature)
@@ -49,12 +47,12 @@ class RolloutWorker:
 class LearnerWorker:
     """The learner's model, optimizer and reference model, living in one actor (on a GPU when given one)."""
 
-    def __init__(self, model: str, cpus: float, options: dict):
-        _setup_actor(cpus)
-        self.learner = Learner(model, **options)
+    def __init__(self, model: str, config: LearnerConfig, threads: float, options: dict):
+        _setup_actor(threads)
+        self.learner = Learner(model, config, **options)
 
-    def train_step(self, prompt_ids, completion_ids, advantages, rollout_logprobs=None) -> dict:
-        return self.learner.train_step(prompt_ids, completion_ids, advantages, rollout_logprobs)
+    def train_step(self, prompt_ids, completion_ids, advantages, rollout_logprobs=None, loss_rows=None) -> dict:
+        return self.learner.train_step(prompt_ids, completion_ids, advantages, rollout_logprobs, loss_rows)
 
     def sequence_kl(self, prompt_ids, completion_ids) -> list[float]:
         return self.learner.sequence_kl(prompt_ids, completion_ids)
@@ -65,6 +63,9 @@ class LearnerWorker:
 
     def export_weights(self) -> dict:
         return pack_weights(self.learner.export_weights())
+
+    def save_pretrained(self, path: str) -> None:
+        self.learner.save_pretrained(path)
 
     def state_dict(self) -> dict:
         return self.learner.state_dict()
@@ -83,7 +84,8 @@ def build_rollout_workers(count: int, backend: str, model: str, sampling: Sampli
             for i in range(count)]
 
 
-def build_learner(model: str, *, cpus: float, gpus: float = 0.0, options: dict | None = None,
-                  threads: int | None = None):
-    actor = ray.remote(num_cpus=cpus, num_gpus=gpus)(LearnerWorker)
-    return actor.remote(model, threads or max(cpus, 1), options or {})
+def build_learner(model: str, config: LearnerConfig, *, cpus: float | None = None, options: dict | None = None):
+    """The learner actor with the CPUs and GPUs of `config` (`cpus` overrides the CPUs Ray reserves, as inside a
+    Tune trial, not its threads); `options` are the loss keywords of `Learner`."""
+    actor = ray.remote(num_cpus=config.cpus if cpus is None else cpus, num_gpus=config.gpus)(LearnerWorker)
+    return actor.remote(model, config, config.threads or max(config.cpus, 1), options or {})

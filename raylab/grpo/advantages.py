@@ -4,7 +4,9 @@ For one question with K sampled answers and rewards r_1..r_K (mean r̄, populati
 
     std      A_k = (r_k - r̄) / (σ + eps)              GRPO (verl: norm_adv_by_std_in_grpo=True)
     no_std   A_k =  r_k - r̄                           REINFORCE with a mean baseline (norm_adv_by_std_in_grpo=False)
-    dr_grpo  A_k =  r_k - r̄                           Dr. GRPO; pair it with loss_agg_mode=seq-mean-token-sum-norm
+    dr_grpo  A_k =  r_k - r̄                           Dr. GRPO: the same advantages as no_std; Dr. GRPO
+                                                      differs from it only in the loss aggregation
+                                                      (loss_agg_mode=seq-mean-token-sum-norm, a constant normaliser)
     rloo     A_k = (r_k - mean_{j!=k} r_j) = K/(K-1) (r_k - r̄)   leave-one-out baseline
     pg       A_k =  r_k                                plain stochastic policy gradient, no baseline
 

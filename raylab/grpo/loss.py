@@ -5,6 +5,10 @@ three loss aggregations of verl. All inputs are per completion token, shaped [nu
 Per token t of sequence i, with ratio rho = exp(logp - old_logp) and advantage A_i:
 
     pg_t   = max(-A_i rho, -A_i clip(rho, 1 - clip_ratio_low, 1 + clip_ratio_high))
+    dual-clip (clip_ratio_c = c > 1, for A_i < 0 only): pg_t = min(pg_t, -A_i c), so a token whose ratio has run
+             far above 1 on a bad answer cannot push the loss without bound (Ye et al. 2020; verl's clip_ratio_c)
+    importance-sampling correction (`is_weights` w_t, e.g. min(exp(old_logp - rollout_logp), cap) when the rollout
+             engine's distribution differs from the learner's, as with bf16 vLLM): pg_t <- w_t pg_t
     kl_t   = k1: logp - ref_logp        k3: exp(ref_logp - logp) - (ref_logp - logp) - 1   (Schulman's estimators)
     loss_t = pg_t + kl_coef * kl_t      (the KL term only when kl_in_loss; `kl_in_reward` instead lowers rewards)
 
@@ -65,6 +69,7 @@ def aggregate(values: torch.Tensor, mask: torch.Tensor, mode: str, totals: Batch
 def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, *,
                 clip_ratio_low: float = 0.2, clip_ratio_high: float = 0.2, ref_logp: torch.Tensor | None = None,
                 kl_coef: float = 0.0, kl_type: str = "k3", loss_agg_mode: str = "token-mean",
+                clip_ratio_c: float | None = None, is_weights: torch.Tensor | None = None,
                 totals: BatchTotals | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The loss to minimise and its statistics (clip fraction, KL, ratio), all as this micro-batch's share.
 
@@ -77,6 +82,12 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
     clipped = torch.clamp(ratio, 1 - clip_ratio_low, 1 + clip_ratio_high)
     pg_unclipped, pg_clipped = -adv * ratio, -adv * clipped
     per_token = torch.maximum(pg_unclipped, pg_clipped)
+    if clip_ratio_c is not None:
+        if clip_ratio_c <= 1:
+            raise ValueError(f"clip_ratio_c: the dual-clip bound must be > 1 (got {clip_ratio_c})")
+        per_token = torch.where(adv < 0, torch.minimum(per_token, -adv * clip_ratio_c), per_token)
+    if is_weights is not None:
+        per_token = per_token * is_weights.detach()
     stats = {
         "pg_loss": aggregate(per_token, mask, loss_agg_mode, totals).detach(),
         "clip_frac": aggregate((pg_clipped > pg_unclipped).to(logp.dtype), mask, "token-mean", totals).detach(),

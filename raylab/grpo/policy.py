@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from raylab.config import check_model_path
+
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<unk>"]
 
 
@@ -58,18 +60,10 @@ def build_tiny_model(tokenizer, hidden_size: int = 128, num_layers: int = 4, num
     return model
 
 
-def check_model_path(name_or_path: str) -> None:
-    """A name that can only be a local path (starts with . / ~, or has more than one slash) must exist; one like
-    `org/model` that is not a folder here is left to `from_pretrained` as a hub id."""
-    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
-    if looks_local and not Path(name_or_path).expanduser().is_dir():
-        raise ValueError(f"model {name_or_path!r}: no such model directory")
-
-
 def load_tokenizer(name_or_path: str):
     from transformers import AutoTokenizer
 
-    check_model_path(name_or_path)
+    check_model_path(name_or_path, "model")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     except OSError as err:
@@ -83,7 +77,7 @@ def load_policy(name_or_path: str, dtype: torch.dtype = torch.float32, gradient_
     """A causal LM by local path or hub id (`from_pretrained`); a missing local path is a one-line ValueError."""
     from transformers import AutoModelForCausalLM
 
-    check_model_path(name_or_path)
+    check_model_path(name_or_path, "model")
     try:
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
     except OSError as err:

@@ -7,8 +7,11 @@
 
 `math_verify` takes the completion's final answer (the last `\\boxed{...}`, else the text after the last `####`,
 else after "answer is", else the last number), and the reference from `example["answer"]` (a GSM8K answer with
-its `#### N` line is reduced to N). Plain numbers on both sides are compared directly (GSM8K's common case costs
-microseconds); anything else (fractions, radicals, intervals, LaTeX) goes to math-verify's parse and verify. Their
+its `#### N` line is reduced to N). Decoration around a number is dropped the same way wherever the answer was
+found: markdown emphasis (`**7**`), dollar signs (`$7`, `\\$7`), a trailing period, and words after the number
+(`7 dollars`, `7 apples`). Plain numbers on both sides are compared exactly, as decimals (`7`, `7.0` and `7.00`
+are equal; 192,000,001 is not 192,000,000: no tolerance), which is GSM8K's common case and costs microseconds;
+anything else (fractions, radicals, intervals, LaTeX) goes to math-verify's parse and verify. Their
 sympy work is bounded by math-verify's own timeout (`MATH_VERIFY_TIMEOUT_S`), which relies on SIGALRM and so only
 works in a process's main thread (where Ray runs a synchronous actor's methods); called from another thread the
 check runs without a timeout, kept cheap because only the short extracted answers are parsed, never the
@@ -20,11 +23,14 @@ import functools
 import importlib
 import re
 import threading
+from decimal import Decimal
 from typing import Callable
 
 RewardFn = Callable[[list[str], list[dict]], list[float]]
 MATH_VERIFY_TIMEOUT_S = 2
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+# a number that opens the answer and is followed by words or nothing (not by /, ^, digits or an operator)
+LEADING_NUMBER = re.compile(r"(-?(?:\d[\d,]*(?:\.\d+)?|\.\d+))%?(?:\s+[A-Za-z][A-Za-z\s.]*)?\.?")
 ANSWER_MARKER = re.compile(r"(?:####|answer is:?)[ \t]*([^\n]*\S)", re.IGNORECASE)
 PLAIN_NUMBER = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
 
@@ -88,12 +94,22 @@ def extract_answer(text: str) -> str | None:
     else the last number; None when there is none."""
     boxed = last_boxed(text)
     if boxed is not None:
-        return boxed
+        return strip_decoration(boxed)
     marked = ANSWER_MARKER.findall(text)
     if marked:
-        return marked[-1].strip().rstrip(".").strip()
+        return strip_decoration(marked[-1])
     numbers = NUMBER.findall(text)
     return numbers[-1] if numbers else None
+
+
+def strip_decoration(answer: str) -> str:
+    """`**7**.` -> `7`, `\\$7` -> `7`, `7 dollars` -> `7`; an expression that is not a plain number followed by
+    words (`\\frac{1}{2}`, `3/4`, `x = 2`) only loses its emphasis and trailing period."""
+    cleaned = answer.replace("**", "").replace("\\$", "$").strip()
+    cleaned = cleaned.rstrip(".").strip()
+    bare = cleaned.strip("$").strip()
+    lead = LEADING_NUMBER.fullmatch(bare)
+    return lead.group(1) if lead else cleaned
 
 
 def last_boxed(text: str) -> str | None:
@@ -111,10 +127,10 @@ def last_boxed(text: str) -> str | None:
     return None  # unbalanced: the completion was cut off inside the box
 
 
-def as_number(text: str) -> float | None:
-    """A plain number written as in GSM8K ("1,234", "$18", "-3.50", "12%"), or None."""
+def as_number(text: str) -> Decimal | None:
+    """A plain number written as in GSM8K ("1,234", "$18", "-3.50", "12%"), exactly, or None."""
     cleaned = text.strip().strip("$").replace(",", "").rstrip(".%").strip()
-    return float(cleaned) if PLAIN_NUMBER.fullmatch(cleaned) else None
+    return Decimal(cleaned) if PLAIN_NUMBER.fullmatch(cleaned) else None
 
 
 def answers_match(predicted: str | None, reference: str) -> bool:
@@ -122,7 +138,7 @@ def answers_match(predicted: str | None, reference: str) -> bool:
         return False
     pred_num, ref_num = as_number(predicted), as_number(reference)
     if pred_num is not None and ref_num is not None:
-        return abs(pred_num - ref_num) <= 1e-6 * max(1.0, abs(ref_num))
+        return pred_num == ref_num  # exact: a relative tolerance would accept N + 1 for large N
     gold, target = _parse(reference), _parse(predicted)
     if not gold or not target:
         return False

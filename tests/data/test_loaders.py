@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from raylab.data.gsm8k import load_gsm8k, parse_solution, solution_steps
+from raylab.data.gsm8k import load_gsm8k, parse_solution
+from raylab.data.split import SplitRule, solution_steps
 from raylab.data.math500 import load_math500
 
 SAMPLE = Path(__file__).parent / "gsm8k_sample.jsonl"
@@ -30,7 +31,9 @@ def test_gsm8k_jsonl_examples_answers_and_difficulty():
     assert [ex["difficulty"] for ex in examples] == ["hard" if s >= 4 else "easy" for s in steps]
     hard = load_gsm8k(SAMPLE, difficulty="hard")
     assert len(hard) == 8 and len(load_gsm8k(SAMPLE, difficulty="easy")) == 12
-    assert len(load_gsm8k(SAMPLE, difficulty="hard", hard_min_steps=5)) == 2
+    assert len(load_gsm8k(SAMPLE, difficulty="hard", rule=SplitRule(easy_max=4, hard_min=5))) == 2
+    banded = load_gsm8k(SAMPLE, rule=SplitRule(easy_max=2, hard_min=5))
+    assert [ex["difficulty"] for ex in banded] == ["easy" if s <= 2 else "hard" if s >= 5 else "middle" for s in steps]
     assert [ex["prompt"] for ex in load_gsm8k(SAMPLE, template="plain", limit=2)] == [r["question"] for r in raw[:2]]
     boxed = load_gsm8k(SAMPLE, template="boxed", limit=1)[0]["prompt"]
     assert boxed.endswith("within \\boxed{}.") and boxed.startswith(raw[0]["question"])

@@ -22,9 +22,11 @@ import torch
 
 def check_learner_bf16_lora(model_dir: str) -> str:
     from raylab.grpo.learner import Learner
+    from raylab.grpo.optim import LearnerConfig, LoraConfig
     from raylab.grpo.policy import load_policy, pad_sequences, token_logprobs
 
-    learner = Learner(model_dir, lr=1e-2, lora_rank=8, lora_alpha=16, bf16=True, device="cuda")
+    learner = Learner(model_dir, LearnerConfig(lr=1e-2, bf16=True, lora=LoraConfig(rank=8, alpha=16)),
+                      device="cuda")
     prompts, completions = [[4, 5, 75], [6, 7, 83]], [[10, 1], [11, 12, 1]]
     learner.train_step(prompts, completions, [1.0, -1.0])
     plain = load_policy(model_dir).cuda()
@@ -42,15 +44,15 @@ def check_actor_sync(model_dir: str) -> str:
     import ray
 
     from raylab.grpo.actors import build_learner, build_rollout_workers
-    from raylab.grpo.rollout.common import SamplingConfig
+    from raylab.grpo.rollout import SamplingConfig
 
     ray.init(num_gpus=1, include_dashboard=False)
     try:
-        learner = build_learner(model_dir, cpus=1, gpus=0.5, options=dict(lr=5e-2, bf16=False))
+        learner = build_learner(model_dir, LearnerConfig(lr=5e-2, bf16=False, gpus=0.5))
         [worker] = build_rollout_workers(1, "hf", model_dir, SamplingConfig(4, 16), cpus=1, gpus=0.5,
                                          options=dict(device="cuda"))
         ray.get(learner.train_step.remote([[4, 5, 75]], [[10, 11, 1]], [1.0]))
-        ray.get(worker.load_weights.remote(learner.export_weights.remote(), 1))
+        ray.get(worker.load_weights.remote(learner.export_weights.remote()))
         got = ray.get(worker.score.remote([5, 6, 75], [8, 4, 1]))
         want = ray.get(learner.logprobs.remote([[5, 6, 75]], [[8, 4, 1]]))[0]
         gap = max(abs(a - b) for a, b in zip(got, want))

@@ -15,7 +15,7 @@ def test_char_tokenizer_round_trips_through_from_pretrained(tiny_model_dir):
 
 
 def test_missing_model_path_is_a_one_line_error(tmp_path):
-    with pytest.raises(ValueError, match="no such model directory") as err:
+    with pytest.raises(ValueError, match="model: no such local model directory") as err:
         load_policy(str(tmp_path / "absent"))
     assert "\n" not in str(err.value)
 

@@ -77,3 +77,37 @@ def test_bad_reward_names_and_outputs_give_one_line_errors():
         resolve_reward(f"{__name__}:short_reward")(["a", "b"], [{}, {}])
     with pytest.raises(ValueError, match="2 completions but 1 examples"):
         resolve_reward("exact_match")(["a", "b"], [{"answer": "a"}])
+
+
+def test_integer_answers_are_compared_exactly():
+    reward = resolve_reward("math_verify")
+    for n in (7, 1_000_000, 192_000_000, 10**15):
+        assert reward([f"#### {n}", f"#### {n + 1}", f"#### {n - 1}", f"#### {n * 10}", f"#### {n}.0"],
+                      [{"answer": str(n)}] * 5) == [1.0, 0.0, 0.0, 0.0, 1.0]
+
+
+def test_decorated_answers_parse_alike():
+    reward = resolve_reward("math_verify")
+    styles = ["The answer is **7**.", "#### 7 dollars", "\\$7", "The answer is 7 apples.", "The answer is $7.",
+              "\\boxed{7 dollars}", "**Answer:** #### 7", "The answer is **\\$7**."]
+    assert reward(styles, [{"answer": "7"}] * len(styles)) == [1.0] * len(styles)
+    wrong = [s.replace("7", "8") for s in styles]
+    assert reward(wrong, [{"answer": "7"}] * len(styles)) == [0.0] * len(styles)
+    assert extract_answer("The answer is 3/4 of it.") == "3/4 of it"  # not a number followed by words
+
+
+REAL_GSM8K = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "gsm8k"
+
+
+@pytest.mark.skipif(not (REAL_GSM8K / "train.jsonl").is_file(), reason=f"no real GSM8K at {REAL_GSM8K}")
+def test_every_real_gsm8k_solution_scores_one_and_its_corruptions_zero():
+    reward = resolve_reward("math_verify")
+    for split in ("train", "test"):
+        raw = [json.loads(line)["answer"] for line in (REAL_GSM8K / f"{split}.jsonl").read_text().splitlines()]
+        examples = load_gsm8k(REAL_GSM8K / f"{split}.jsonl")
+        assert reward(raw, examples) == [1.0] * len(raw), split
+        body = [r.rpartition("####")[0] for r in raw]
+        for corrupt in (lambda n: n + 1, lambda n: n * 10 if n else 10, lambda n: -n - 3):  # N*10 != N for N=0
+            wrong = [f"{b}#### {corrupt(int(ex['answer']))}" for b, ex in zip(body, examples)]
+            scores = reward(wrong, examples)
+            assert scores == [0.0] * len(raw), (split, [raw[i] for i, s in enumerate(scores) if s][:3])

@@ -6,7 +6,8 @@ import ray
 
 from raylab.grpo.actors import build_learner, build_rollout_workers
 from raylab.grpo.learner import NonFiniteLossError
-from raylab.grpo.rollout.common import SamplingConfig
+from raylab.grpo.optim import LearnerConfig, LoraConfig
+from raylab.grpo.rollout import SamplingConfig
 from raylab.grpo.trainer import unwrap_errors
 
 PROMPTS = [[4, 5, 75], [6, 7, 83], [8, 9, 75], [5, 5, 83]]
@@ -27,7 +28,7 @@ def sync_proof(learner, worker):
     unwrap_errors(learner.train_step.remote(PROMPTS, COMPLETIONS, [1.0, -1.0, 1.0, -1.0]))
     trained = learner_logprobs(learner, FIXED_PROMPT, FIXED_COMPLETION)
     assert max(abs(a - b) for a, b in zip(before, trained)) > 1e-3, "the update should move the log-probs"
-    ray.get(worker.load_weights.remote(learner.export_weights.remote(), 1))
+    ray.get(worker.load_weights.remote(learner.export_weights.remote()))
     after = ray.get(worker.score.remote(FIXED_PROMPT, FIXED_COMPLETION))
     assert after == pytest.approx(trained, abs=2e-4)
     # the sampling log-probs the worker reports match the learner's recomputation (the logged gap metric)
@@ -38,7 +39,7 @@ def sync_proof(learner, worker):
 
 @pytest.mark.parametrize("backend", ["hf", "torch"])
 def test_worker_gets_full_weights(ray_local, tiny_model_dir, backend):
-    learner = build_learner(tiny_model_dir, cpus=1, options=dict(lr=5e-2))
+    learner = build_learner(tiny_model_dir, LearnerConfig(lr=5e-2))
     [worker] = build_rollout_workers(1, backend, tiny_model_dir, SAMPLING, cpus=1)
     try:
         sync_proof(learner, worker)
@@ -48,7 +49,7 @@ def test_worker_gets_full_weights(ray_local, tiny_model_dir, backend):
 
 
 def test_nan_loss_in_the_learner_actor_is_one_line(ray_local, tiny_model_dir):
-    learner = build_learner(tiny_model_dir, cpus=1, options=dict(lr=1e-2))
+    learner = build_learner(tiny_model_dir, LearnerConfig(lr=1e-2))
     try:
         with pytest.raises(NonFiniteLossError, match="loss is nan") as err:
             unwrap_errors(learner.train_step.remote(PROMPTS, COMPLETIONS, [float("nan")] * 4))
@@ -61,7 +62,7 @@ def test_nan_loss_in_the_learner_actor_is_one_line(ray_local, tiny_model_dir):
 @pytest.mark.slow
 def test_vllm_worker_gets_lora_merged_weights(ray_local, tiny_model_dir):
     pytest.importorskip("vllm")
-    learner = build_learner(tiny_model_dir, cpus=1, options=dict(lr=5e-2, lora_rank=4, lora_alpha=8))
+    learner = build_learner(tiny_model_dir, LearnerConfig(lr=5e-2, lora=LoraConfig(rank=4, alpha=8)))
     [worker] = build_rollout_workers(1, "vllm", tiny_model_dir, SAMPLING, cpus=1,
                                      options=dict(gpu_memory_utilization=0.2, max_model_len=64, max_num_seqs=16))
     try:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from raylab.grpo.policy import build_char_tokenizer, load_policy, pad_sequences, token_logprobs
-from raylab.grpo.rollout.common import SamplingConfig
+from raylab.grpo.rollout import SamplingConfig
 from raylab.grpo.rollout.hf import HFRollout
 from raylab.grpo.rollout.torch_decoder import TorchRollout
 

@@ -1,4 +1,5 @@
-"""What the rollout backends share: sampling settings, the completion record, and weight transport.
+"""What every rollout backend shares, and nothing else (a leaf: it imports no backend): the sampling settings,
+the completion record, the `RolloutBackend` protocol, and weight transport.
 
 Weights travel as a dict of numpy arrays (Hugging Face parameter names, LoRA already merged): one object put in
 Ray's object store reaches every worker without a copy, and vLLM's worker receives the same dict.
@@ -7,16 +8,15 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
 
-BACKENDS = ("hf", "torch", "vllm")
-
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """How completions are drawn: K per prompt, at most `max_new_tokens` each."""
+    """How completions are drawn: K per prompt, at most `max_new_tokens` each (temperature 0: greedy)."""
     num_generations: int = 8
     max_new_tokens: int = 32
     temperature: float = 1.0
@@ -32,6 +32,21 @@ class Completion:
     logprobs: list[float]
     text: str
     finished: bool = field(default=True)  # ended with the end-of-sequence token rather than the length limit
+
+
+class RolloutBackend(Protocol):
+    """What the trainer and the weight-sync tests need of a backend (hf, torch, vllm)."""
+
+    tokenizer: object
+
+    def generate(self, prompts: list[str], sampling: SamplingConfig, seed: int) -> list[Completion]:
+        """K = sampling.num_generations completions per prompt, prompt by prompt in order."""
+
+    def load_weights(self, packed: dict) -> None:
+        """Replaces the policy weights in place with `pack_weights` output."""
+
+    def score(self, prompt_ids: list[int], completion_ids: list[int], temperature: float = 1.0) -> list[float]:
+        """The log-prob of each completion token given the prompt, under the current weights."""
 
 
 def pack_weights(state_dict: dict[str, torch.Tensor]) -> dict[str, tuple[str, np.ndarray]]:
@@ -55,18 +70,6 @@ def unpack_weights(packed: dict[str, tuple[str, np.ndarray]]) -> dict[str, torch
     return {name: t.view(torch.bfloat16) if packed[name][0] == "bfloat16" else t for name, t in tensors.items()}
 
 
-def make_rollout(backend: str, model: str, seed: int = 0, **options):
-    """A rollout backend by name; `options` go to its constructor (vLLM engine settings, dtype...)."""
-    if backend == "hf":
-        from raylab.grpo.rollout.hf import HFRollout
-
-        return HFRollout(model, seed=seed, **options)
-    if backend == "torch":
-        from raylab.grpo.rollout.torch_decoder import TorchRollout
-
-        return TorchRollout(model, seed=seed, **options)
-    if backend == "vllm":
-        from raylab.grpo.rollout.vllm import VLLMRollout
-
-        return VLLMRollout(model, seed=seed, **options)
-    raise ValueError(f"rollout backend {backend!r}: expected one of {BACKENDS}")
+def packed_bytes(packed: dict[str, tuple[str, np.ndarray]]) -> int:
+    """Bytes of the arrays in a packed weight dict (what one weight sync moves)."""
+    return sum(array.nbytes for _, array in packed.values())

@@ -41,28 +41,41 @@ class HFRollout:
         logp = torch.stack([torch.log_softmax(s.float(), -1) for s in out.scores], dim=1)
         logp = logp.gather(-1, new_tokens[..., None]).squeeze(-1).cpu()
         prompt_ids = [ids[mask.bool()].tolist() for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
-        return self._records(prompt_ids, new_tokens.tolist(), logp, sampling.num_generations)
-
-    def _records(self, prompt_ids: list[list[int]], rows: list[list[int]], logp: torch.Tensor,
-                 k: int) -> list[Completion]:
-        """Completion records of generated rows (K per prompt, in prompt order), each cut after its first EOS."""
-        eos = self.tokenizer.eos_token_id
-        completions = []
-        for row, tokens in enumerate(rows):
-            finished = eos in tokens
-            length = tokens.index(eos) + 1 if finished else len(tokens)
-            completions.append(Completion(
-                prompt_index=row // k, prompt_ids=prompt_ids[row // k], completion_ids=tokens[:length],
-                logprobs=logp[row, :length].tolist(),
-                text=self.tokenizer.decode(tokens[:length], skip_special_tokens=True), finished=finished))
-        return completions
+        return completion_records(self.tokenizer, prompt_ids, new_tokens.tolist(), logp, sampling.num_generations)
 
     def load_weights(self, packed: dict) -> None:
-        self.model.load_state_dict(unpack_weights(packed), strict=True)
+        load_packed(self.model, packed)
 
-    @torch.no_grad()
     def score(self, prompt_ids: list[int], completion_ids: list[int], temperature: float = 1.0) -> list[float]:
-        """The log-prob of each completion token given the prompt, under the current weights."""
-        ids, attn, _ = pad_sequences([prompt_ids], [completion_ids], self.tokenizer.pad_token_id)
-        logp = token_logprobs(self.model, ids.to(self.device), attn.to(self.device), temperature)[0]
-        return logp[len(prompt_ids):].tolist()
+        return score_completion(self.model, self.tokenizer, prompt_ids, completion_ids, temperature)
+
+
+# --- shared with the torch backend, which holds the same kind of Hugging Face model --------------------------
+def completion_records(tokenizer, prompt_ids: list[list[int]], rows: list[list[int]], logp: torch.Tensor,
+                       k: int) -> list[Completion]:
+    """Completion records of generated rows (K per prompt, in prompt order), each cut after its first EOS."""
+    eos = tokenizer.eos_token_id
+    completions = []
+    for row, tokens in enumerate(rows):
+        finished = eos in tokens
+        length = tokens.index(eos) + 1 if finished else len(tokens)
+        completions.append(Completion(
+            prompt_index=row // k, prompt_ids=prompt_ids[row // k], completion_ids=tokens[:length],
+            logprobs=logp[row, :length].tolist(),
+            text=tokenizer.decode(tokens[:length], skip_special_tokens=True), finished=finished))
+    return completions
+
+
+def load_packed(model, packed: dict) -> None:
+    """Copies `pack_weights` output into a Hugging Face model (every parameter name must match)."""
+    model.load_state_dict(unpack_weights(packed), strict=True)
+
+
+@torch.no_grad()
+def score_completion(model, tokenizer, prompt_ids: list[int], completion_ids: list[int],
+                     temperature: float = 1.0) -> list[float]:
+    """The log-prob of each completion token given the prompt, under the model's current weights."""
+    device = next(model.parameters()).device
+    ids, attn, _ = pad_sequences([prompt_ids], [completion_ids], tokenizer.pad_token_id)
+    logp = token_logprobs(model, ids.to(device), attn.to(device), temperature)[0]
+    return logp[len(prompt_ids):].tolist()

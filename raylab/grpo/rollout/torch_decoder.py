@@ -21,13 +21,14 @@ import torch.nn.functional as F
 
 from raylab.grpo.policy import load_policy, load_tokenizer
 from raylab.grpo.rollout.common import Completion, SamplingConfig
-from raylab.grpo.rollout.hf import HFRollout
+from raylab.grpo.rollout.hf import completion_records, load_packed, score_completion
 
 SUPPORTED = ("llama", "qwen2", "mistral")
 
 
-class TorchRollout(HFRollout):
-    """An `HFRollout` (same loading, weight format and `score`) whose `generate` is the lean decoder below."""
+class TorchRollout:
+    """The Hugging Face model's own weights and modules, driven by the lean decoder below; loading, weight
+    format, completion records and `score` are the functions the `hf` backend uses too."""
 
     def __init__(self, model, seed: int = 0, dtype: str = "float32", device: str = "cpu", tokenizer=None):
         """`model`: a path or hub id, or an already built causal LM (then pass its `tokenizer` too)."""
@@ -57,8 +58,11 @@ class TorchRollout(HFRollout):
                                torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])))
 
     def load_weights(self, packed: dict) -> None:
-        super().load_weights(packed)
+        load_packed(self.model, packed)
         self._fuse()
+
+    def score(self, prompt_ids: list[int], completion_ids: list[int], temperature: float = 1.0) -> list[float]:
+        return score_completion(self.model, self.tokenizer, prompt_ids, completion_ids, temperature)
 
     # --- the decoder -------------------------------------------------------------------------------------------
     def _forward(self, ids, positions, key_mask, cache, start: int) -> torch.Tensor:
@@ -128,7 +132,8 @@ class TorchRollout(HFRollout):
                 break
             position = position + 1
             h = self._forward(token[:, None], position[:, None], key_mask, cache, width + step)[:, -1]
-        return self._records(prompt_ids, torch.stack(tokens, 1).tolist(), torch.stack(logps, 1).cpu(), k)
+        return completion_records(self.tokenizer, prompt_ids, torch.stack(tokens, 1).tolist(),
+                                  torch.stack(logps, 1).cpu(), k)
 
 
 def _rotate(x, cos, sin):

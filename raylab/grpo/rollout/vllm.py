@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from raylab.grpo.policy import check_model_path
+from raylab.config import check_model_path
 from raylab.grpo.rollout.common import Completion, SamplingConfig, unpack_weights
 
 
@@ -30,7 +30,7 @@ class WeightReceiver:
 class VLLMRollout:
     def __init__(self, model: str, seed: int = 0, gpu_memory_utilization: float = 0.2, max_model_len: int = 256,
                  dtype: str = "float32", enforce_eager: bool = True, max_num_seqs: int = 256, **engine_options):
-        check_model_path(model)
+        check_model_path(model, "model")
         # the engine and its worker share this process's CPU budget; no extra process for the engine core
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
