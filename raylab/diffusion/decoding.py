@@ -201,8 +201,8 @@ def generate(model: Callable, prompt_ids: torch.Tensor, *, method: Method = "fre
              block_length: int | None = None, draft_steps: int = 4, threshold: float = 0.9, mask_token_id: int,
              shifted_logits: bool = False, attention: str = "full", use_cache: bool = False,
              vocab_size: int | None = None, max_length: int | None = None, block_layout: Layout = "answer",
-             eager_drafts: bool = False, eos_token_id: int | None = None,
-             stop_on_eos_block: bool = False) -> DecodeResult:
+             eager_drafts: bool = False, eos_token_id: int | None = None, stop_on_eos_block: bool = False,
+             adaptive_drafts: bool = False, token_budget: int | None = None) -> DecodeResult:
     """Decodes `gen_length` tokens after each prompt in the batch (see the module docstring)."""
     if prompt_ids.ndim == 1:
         prompt_ids = prompt_ids[None]
@@ -212,6 +212,8 @@ def generate(model: Callable, prompt_ids: torch.Tensor, *, method: Method = "fre
                  threshold=threshold, mask_token_id=mask_token_id, vocab_size=vocab_size or vocab,
                  max_length=max_length or ctx, shifted_logits=shifted_logits, method=method, attention=attention,
                  block_layout=block_layout, eos_token_id=eos_token_id, stop_on_eos_block=stop_on_eos_block)
+    if token_budget is not None and token_budget < 1:
+        raise ValueError(f"token_budget: must be >= 1, got {token_budget}")
     B, P = prompt_ids.shape
     G = padded_gen_length(P, gen_length, block_length, block_layout)
     if use_cache:
@@ -228,7 +230,7 @@ def generate(model: Callable, prompt_ids: torch.Tensor, *, method: Method = "fre
                    eos_token_id if stop_on_eos_block else None)
     with torch.no_grad():
         if method == "freedave":
-            _freedave(state, draft_steps, eager_drafts)
+            _freedave(state, draft_steps, eager_drafts, adaptive_drafts, token_budget)
         else:
             _one_forward_per_step(state, threshold if method == "parallel" else None)
     return DecodeResult(torch.cat([prompt_ids, state.answer], dim=1), state.nfe, state.step, forward.calls,
@@ -295,9 +297,24 @@ def draft_order(logits: torch.Tensor, answer: torch.Tensor, block: torch.Tensor,
     return order, masked.sum(dim=1), token
 
 
-def _freedave(s: _State, k: int, eager: bool) -> None:
-    """Draft k static states from one forward, verify all drafts of all sequences in the next forward."""
+def fit_budget(n_drafts: torch.Tensor, rows_allowed: int) -> torch.Tensor:
+    """Scales the drafts per row down so that they sum to at most `rows_allowed` (each row keeps one)."""
+    total = int(n_drafts.sum())
+    if total <= rows_allowed:
+        return n_drafts
+    return (n_drafts.double() * rows_allowed / total).floor().long().clamp(min=1)
+
+
+def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budget: int | None = None) -> None:
+    """Draft k static states from one forward, verify all drafts of all sequences in the next forward.
+
+    `adaptive`: each row drafts as many states as its last round suggests (one more than it accepted, or twice
+    as many when it accepted all), at most k. `token_budget`: a verification call feeds at most this many tokens
+    (rows x sequence length), but never fewer rows than there are sequences (static's cost); drafts are cut
+    proportionally to fit. Any number of drafts verifies to the same output."""
     k = min(k, s.answer.shape[1], s.answer.shape[1] if eager else s.L)  # not eager: drafts stay inside a block
+    want = torch.full_like(s.nfe, k)  # drafts each row will make (adaptive)
+    row_tokens = s.prompt.shape[1] + s.answer.shape[1]
     rows = s.active()
     logits = _call(s, rows, s.answer[rows])
     _commit(s, torch.arange(len(rows), device=rows.device))
@@ -307,6 +324,10 @@ def _freedave(s: _State, k: int, eager: bool) -> None:
         order, available, token = draft_order(logits, answer, s.block, s.mask_id, eager)
         order = order[:, :k]                                                # (R, k)
         n_drafts = available.clamp(max=k)                                   # m_r
+        if adaptive:
+            n_drafts = torch.minimum(n_drafts, want[rows])
+        if token_budget is not None:
+            n_drafts = fit_budget(n_drafts, max(len(rows), token_budget // row_tokens))
         rank = torch.full_like(answer, k).scatter(1, order, torch.arange(k, device=answer.device).expand_as(order))
         j = torch.arange(k, device=answer.device)
         drafts = torch.where(rank[:, None, :] <= j[None, :, None], token[:, None, :], answer[:, None, :])  # (R,k,G)
@@ -328,6 +349,7 @@ def _freedave(s: _State, k: int, eager: bool) -> None:
             nxt = (j_idx + 1).clamp(max=k - 1)
             ok[r_idx, j_idx] = (successor == drafts[r_idx, nxt]).all(dim=1) & (j_idx + 1 < n_drafts[r_idx])
             accepted = 1 + ok[:, :-1].long().cumprod(dim=1).sum(dim=1)
+            want[rows] = torch.where(accepted >= n_drafts, 2 * n_drafts, accepted + 1).clamp(1, k)
             where = torch.full((len(rows), k), -1, dtype=torch.long, device=answer.device)
             where[r_idx, j_idx] = torch.arange(len(r_idx), device=answer.device)
             next_logits = draft_logits, where

@@ -94,3 +94,30 @@ def test_nfe_is_reported_both_ways():
     assert int(five.model_calls) == int(five.nfe) + 1 and torch.equal(three.model_calls, three.nfe)
     plain = generate(MODEL, torch.tensor([[1, 2, 3, 4, 5]]), **{**kw, "use_cache": False})
     assert torch.equal(plain.model_calls, plain.nfe) and torch.equal(plain.sequences, five.sequences)
+
+
+class RowCounter:
+    """Wraps a model and records how many rows each call fed."""
+
+    def __init__(self, model):
+        self.model, self.rows = model, []
+        self.vocab_size, self.max_length = model.vocab_size, model.max_length
+
+    def __call__(self, ids, mask=None):
+        self.rows.append(ids.shape[0])
+        return self.model(ids) if mask is None else self.model(ids, mask)
+
+
+@pytest.mark.parametrize("eager", [False, True])
+def test_adaptive_drafts_under_a_token_budget_keep_static_output(eager):
+    prompt = torch.randint(0, MASK, (6, 4), generator=torch.Generator().manual_seed(3))
+    kw = dict(gen_length=12, block_length=4, mask_token_id=MASK, eager_drafts=eager)
+    static = generate(MODEL, prompt, method="static", **kw)
+    counter = RowCounter(MODEL)
+    budget = 16 * 9  # 9 rows of 16 tokens: fewer than the 6 x 4 drafts that k = 4 would feed
+    fd = generate(counter, prompt, method="freedave", draft_steps=4, adaptive_drafts=True, token_budget=budget,
+                  **kw)
+    assert torch.equal(fd.sequences, static.sequences) and (fd.nfe <= static.nfe).all()
+    assert max(counter.rows[1:]) <= 9
+    fixed = generate(MODEL, prompt, method="freedave", draft_steps=4, **kw)
+    assert torch.equal(fixed.sequences, static.sequences)
