@@ -5,9 +5,9 @@ deterministic pair (A, b) or as a stochastic residual r(x, zeta), affine in x wi
 sampler for zeta, and X as a set from `raylab.constrained.sets`. Samplers take a `torch.Generator`, so a solver's
 randomness is one generator whose state checkpoints with it.
 
-A polyhedron X = {Hx <= h, lower <= x <= upper} is rewritten with a slack w >= 0 as Hx + w = h: internally the
-variable is u = (x, w), the constraint rows [A 0; H I] u = [b; h], and X becomes the bounds on x times R^p_+,
-which is cheap to project onto. Every oracle below works on u; `lift` and `unlift` convert.
+A polyhedron X = {Hx <= h, lower <= x <= upper} is rewritten with a slack w >= 0 as Hx + w = h, each row of H
+scaled to unit norm first: internally the variable is u = (x, w), the constraint rows [A 0; H I] u = [b; h], and
+X becomes the bounds on x times R^p_+, which is cheap to project onto. Every oracle below works on u; `lift` and `unlift` convert.
 
 `A_norm` (||A||_2) and `A_sigma_min` (the smallest singular value of the constraint rows, the slack rows
 included) are what default step sizes and the stationarity meter's penalty are computed from.
@@ -68,7 +68,12 @@ class ConstrainedProblem:
             self.bounds = X.bounds()
             if H.shape[1] != dim:
                 raise ValueError(f"Polyhedron: H must have {dim} columns (got {H.shape[1]})")
-            self.H, self.h = H, h
+            self.H, self.h = H, h  # as the user gave them
+            # rows scaled to unit norm (the same set): the slack is then the distance to each face, and ||[H I]||
+            # stays near sigma_min([H I]) >= 1, which keeps default steps from shrinking with the rows' scale
+            scale = torch.linalg.vector_norm(H, dim=1).clamp(min=1e-12)
+            H, h = H / scale[:, None], h / scale
+            self._H_unit, self._h_unit = H, h
             A = torch.cat([torch.cat([A, torch.zeros(A.shape[0], self.slack, dtype=dtype)], 1),
                            torch.cat([H, torch.eye(self.slack, dtype=dtype)], 1)])
             b = torch.cat([b, h])
@@ -94,7 +99,7 @@ class ConstrainedProblem:
             raise ValueError(f"x0 must have {self.dim} entries (got {x.numel()})")
         if self.slack:
             x = self.bounds.project(x)
-            return torch.cat([x, torch.clamp(self.h - self.H @ x, min=0)])
+            return torch.cat([x, torch.clamp(self._h_unit - self._H_unit @ x, min=0)])
         return self.project(x)
 
     def unlift(self, u: Tensor) -> Tensor:
@@ -134,7 +139,7 @@ class ConstrainedProblem:
             return self.A @ u - self.b
         r = self._residual(self.unlift(u), zeta)
         if self.slack:
-            r = torch.cat([r, self.H @ u[: self.dim] + u[self.dim:] - self.h])
+            r = torch.cat([r, self._H_unit @ u[: self.dim] + u[self.dim:] - self._h_unit])
         return r
 
     def transpose_apply(self, u: Tensor, zeta: Any, *vectors: Tensor) -> list[Tensor]:

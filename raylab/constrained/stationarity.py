@@ -62,6 +62,8 @@ class StationarityMeter:
             r = A @ x - b
             y = y + self.rho * r
             infeasibility = float(torch.linalg.vector_norm(r))
+            if not infeasibility < float("inf"):  # a runaway z: more iterations cannot help
+                break
             if inner_done and inner_tol <= self.tol and infeasibility <= self.tol:
                 self.converged = True
                 break

@@ -111,3 +111,16 @@ def test_alm_rates_runs_end_to_end(ray_local, tmp_path):
     assert len(summary["ssl_alm_eps"]) == 2 and all(e > 0 for e in summary["ssl_alm_eps"])
     assert "ssl_alm_exponent" in summary and (run_dir / "rates.png").exists()
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.ray
+def test_a_diverging_method_ends_the_run_as_diverged(ray_local, tmp_path):
+    from raylab.results import Diverged
+
+    cfg = small_config(tmp_path, "problem.kind=hs44", "problem.bounds_in_H=true", "methods=[ssl_alm,penalty]",
+                       "alm.tau=10")
+    run_dir, _ = prepare_run_dir(cfg, None)
+    with pytest.raises(Diverged, match=r"diverged at log point \d+ \(ssl_alm_objective is nan\)"):
+        execute(cfg, run_dir)
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "diverged"
+    assert (run_dir / "stationarity.png").exists()
