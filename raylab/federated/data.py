@@ -1,57 +1,30 @@
 """Each virtual agent's local data, non-i.i.d. across agents, as padded tensors a shard can compute on at once.
 
-    digits          scikit-learn's handwritten digits (1,797 images of 8x8 pixels, ships with the package),
-                    split over agents with Dirichlet(alpha) label skew (small alpha: each agent sees few classes)
-    least_squares   A_i x ~ b_i with agent-specific x_i* (heterogeneity), consensus solution in closed form
-    synthetic       a benchmark workload for up to millions of agents: agent i's `rows` rows are drawn from a
-                    shared pool of labelled points by counter-based hashing, so agents cost no memory
+    ArrayData       the user's own data: one (features, targets) array pair per agent (ragged n_i allowed)
+    DataSpec        the config record (`data:` in YAML); its kinds:
+      digits          scikit-learn's handwritten digits split over agents with Dirichlet(alpha) label skew
+      least_squares   A_i x ~ b_i with agent-specific solutions (heterogeneity); consensus x* in closed form
+      synthetic       a benchmark workload for millions of agents: agent i's rows are drawn from a shared pool
+                      of labelled points by counter-based hashing, so agents cost no data memory
+      arrays          an .npz file with arrays features_0, targets_0, features_1, ... (one pair per agent)
 
-    spec = DataSpec(name="digits", num_agents=100, alpha=0.3)
-    data = agent_data(spec, torch.arange(50))    # the first 50 agents' data
-    X, Y, mask = data.gather(torch.arange(50))   # (50, n_max, 64), (50, n_max), (50, n_max)
+    data = ArrayData(features=[A_1, A_2], targets=[b_1, b_2])
+    shard_data = data.agent_data(torch.arange(2))      # PaddedData: X (2, n_max, d), Y, mask, counts
 """
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
+from pydantic import ConfigDict, Field
 
 from raylab.federated import rng
 
 Tensor = torch.Tensor
-DATASETS = ("digits", "least_squares", "synthetic")
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    name: str = "digits"
-    num_agents: int = 100
-    alpha: float = 0.5            # digits: Dirichlet concentration of the label skew
-    test_fraction: float = 0.2    # digits: held out for test accuracy
-    dim: int = 5                  # least_squares: unknowns; synthetic: features
-    rows: int = 20                # least_squares / synthetic: rows per agent
-    heterogeneity: float = 1.0    # least_squares: spread of the agents' own solutions x_i*
-    noise: float = 0.1
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.name not in DATASETS:
-            raise ValueError(f"data.name: unknown dataset {self.name!r}; expected one of {list(DATASETS)}")
-        if self.num_agents < 1:
-            raise ValueError(f"num_agents: need at least one agent (got {self.num_agents})")
-        if self.name == "digits" and self.num_agents > 1000:
-            raise ValueError(f"num_agents: digits has 1,797 images, too few for {self.num_agents} agents")
-
-    @property
-    def features(self) -> int:
-        return 64 if self.name == "digits" else self.dim
-
-    @property
-    def classes(self) -> int:
-        """10 for digits, 2 for synthetic (binary labels), 0 for least squares (real-valued targets)."""
-        return {"digits": 10, "synthetic": 2, "least_squares": 0}[self.name]
 
 
 class PaddedData:
@@ -68,26 +41,190 @@ class PaddedData:
         rows = local[:, None]
         return self.X[rows, idx], self.Y[rows, idx], torch.ones(idx.shape, dtype=torch.bool)
 
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in (self.X, self.Y, self.mask, self.counts))
 
-class PooledData:
-    """Synthetic agents: agent i's row j is pool[hash(i, j) mod P]; nothing per agent is stored."""
 
-    def __init__(self, spec: DataSpec, agents: Tensor, dtype: torch.dtype, pool_size: int = 8192):
-        gen = torch.Generator().manual_seed(spec.seed)
+class ArrayData:
+    """Per-agent arrays: features[i] is (n_i, d), targets[i] is (n_i,) (real values, or integer class labels).
+    Checked on construction: one line naming the agent for ragged, mismatched, empty or non-finite arrays."""
+
+    def __init__(self, features, targets, test_features=None, test_targets=None):
+        if len(features) != len(targets):
+            raise ValueError(f"data: {len(features)} feature arrays but {len(targets)} target arrays")
+        if not len(features):
+            raise ValueError("data: no agents (empty features list)")
+        self.features = [_checked(np.asarray(a), i, "features", 2) for i, a in enumerate(features)]
+        self.targets = [_checked(np.asarray(b), i, "targets", 1) for i, b in enumerate(targets)]
+        dims = {a.shape[1] for a in self.features}
+        if len(dims) > 1:
+            first = self.features[0].shape[1]
+            bad = next(i for i, a in enumerate(self.features) if a.shape[1] != first)
+            raise ValueError(f"data: agent {bad}: features have {self.features[bad].shape[1]} columns, "
+                             f"agent 0's have {first}")
+        for i, (a, b) in enumerate(zip(self.features, self.targets)):
+            if len(a) != len(b):
+                raise ValueError(f"data: agent {i}: {len(a)} feature rows but {len(b)} targets")
+        self.integer_targets = all(np.issubdtype(b.dtype, np.integer) for b in self.targets)
+        self.test = None
+        if test_features is not None:
+            self.test = (np.asarray(test_features, dtype=np.float64), np.asarray(test_targets))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ArrayData":
+        """An .npz with features_0, targets_0, features_1, ... (and optionally test_features, test_targets)."""
+        with np.load(path) as z:
+            m = sum(1 for k in z.files if k.startswith("features_"))
+            missing = [f"{k}_{i}" for i in range(m) for k in ("features", "targets") if f"{k}_{i}" not in z.files]
+            if missing or not m:
+                raise ValueError(f"data.path: {path} lacks {missing[:3] or ['features_0']}")
+            test = (z["test_features"], z["test_targets"]) if "test_features" in z.files else (None, None)
+            return cls([z[f"features_{i}"] for i in range(m)], [z[f"targets_{i}"] for i in range(m)], *test)
+
+    @property
+    def num_agents(self) -> int:
+        return len(self.features)
+
+    @property
+    def dim(self) -> int:
+        return self.features[0].shape[1]
+
+    @property
+    def classes(self) -> int:
+        """0 for real-valued targets, else the number of classes (labels 0..classes-1)."""
+        if not self.integer_targets:
+            return 0
+        return int(max(int(b.max()) for b in self.targets)) + 1
+
+    def agent_data(self, agents: Tensor, dtype: torch.dtype = torch.float32) -> PaddedData:
+        chosen = [int(a) for a in agents]
+        counts = torch.tensor([len(self.targets[i]) for i in chosen], dtype=torch.int64)
+        n_max = int(counts.max())
+        X = torch.zeros(len(chosen), n_max, self.dim, dtype=dtype)
+        Y = torch.zeros(len(chosen), n_max, dtype=torch.int64 if self.integer_targets else dtype)
+        for k, i in enumerate(chosen):
+            X[k, : counts[k]] = torch.as_tensor(self.features[i], dtype=dtype)
+            Y[k, : counts[k]] = torch.as_tensor(self.targets[i]).to(Y.dtype)
+        return PaddedData(X, Y, counts)
+
+    def test_set(self, dtype: torch.dtype) -> tuple[Tensor, Tensor] | None:
+        if self.test is None:
+            return None
+        return torch.as_tensor(self.test[0], dtype=dtype), torch.as_tensor(self.test[1])
+
+    def least_squares_solution(self) -> np.ndarray:
+        """x* of min sum_i 1/(2 n_i) ||A_i x - b_i||^2: (sum_i A_i^T A_i / n_i)^-1 sum_i A_i^T b_i / n_i."""
+        gram = sum(a.T @ a / len(a) for a in self.features)
+        rhs = sum(a.T @ b / len(a) for a, b in zip(self.features, self.targets))
+        return np.linalg.solve(gram, rhs)
+
+
+def _checked(array: np.ndarray, agent: int, what: str, ndim: int) -> np.ndarray:
+    if array.ndim != ndim:
+        raise ValueError(f"data: agent {agent}: {what} must be a {ndim}-D array (got shape {array.shape})")
+    if len(array) == 0:
+        raise ValueError(f"data: agent {agent}: no samples (empty {what})")
+    if not np.issubdtype(array.dtype, np.number):
+        raise ValueError(f"data: agent {agent}: {what} are not numbers (dtype {array.dtype})")
+    if not np.isfinite(array).all():
+        raise ValueError(f"data: agent {agent}: {what} contain NaN or inf")
+    return array
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """The `data:` block of a federated config (see the module docstring for the kinds)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+    kind: Literal["digits", "least_squares", "synthetic", "arrays"] = "digits"
+    num_agents: Annotated[int, Field(ge=1)] = 100     # arrays: taken from the file
+    alpha: Annotated[float, Field(gt=0)] = 0.5        # digits: Dirichlet concentration of the label skew
+    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2   # digits: held out for test accuracy
+    dim: Annotated[int, Field(ge=1)] = 5              # least_squares: unknowns; synthetic: features
+    rows: Annotated[int, Field(ge=1)] = 20            # least_squares / synthetic: rows per agent
+    heterogeneity: Annotated[float, Field(ge=0)] = 1.0   # least_squares: spread of the agents' own x_i*
+    noise: Annotated[float, Field(ge=0)] = 0.1
+    path: str | None = None                           # arrays: the .npz file
+
+    def __post_init__(self):
+        if self.kind == "digits" and self.num_agents > 1000:
+            raise ValueError(f"num_agents: digits has 1,797 images, too few for {self.num_agents} agents")
+        if (self.kind == "arrays") != (self.path is not None):
+            raise ValueError("path: give it exactly when kind is arrays")
+        if self.path is not None and not Path(self.path).is_file():
+            raise ValueError(f"path: no such file {self.path!r}")
+
+    def source(self, seed: int) -> "ArrayData | Digits | Synthetic":
+        """What holds the agents' data: built (and cached) from this record and the run's seed."""
+        return _source(self, seed)
+
+
+class Digits:
+    def __init__(self, spec: DataSpec, seed: int):
+        self.num_agents, self.dim, self.classes = spec.num_agents, 64, 10
+        self.parts, self.X, self.y, self.X_test, self.y_test = _digits_split(
+            spec.num_agents, spec.alpha, spec.test_fraction, seed)
+
+    def agent_data(self, agents: Tensor, dtype: torch.dtype = torch.float32) -> PaddedData:
+        chosen = [self.parts[int(a)] for a in agents]
+        n_max = max(len(p) for p in chosen)
+        X = torch.zeros(len(chosen), n_max, 64, dtype=dtype)
+        Y = torch.zeros(len(chosen), n_max, dtype=torch.int64)
+        for k, p in enumerate(chosen):
+            X[k, : len(p)] = torch.tensor(self.X[p], dtype=dtype)
+            Y[k, : len(p)] = torch.tensor(self.y[p])
+        return PaddedData(X, Y, torch.tensor([len(p) for p in chosen], dtype=torch.int64))
+
+    def test_set(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        return torch.tensor(self.X_test, dtype=dtype), torch.tensor(self.y_test)
+
+
+class Synthetic:
+    """Binary labels from a shared pool of 8192 points; agent i's row j is pool[hash(i, j) mod 8192]."""
+
+    def __init__(self, spec: DataSpec, seed: int, pool_size: int = 8192):
+        self.seed, self.rows, self.num_agents, self.dim, self.classes = seed, spec.rows, spec.num_agents, spec.dim, 2
+        gen = torch.Generator().manual_seed(seed)
         self.pool_X = torch.randn(pool_size, spec.dim, generator=gen, dtype=torch.float64)
         w_true = torch.randn(spec.dim, generator=gen, dtype=torch.float64)
         logits = self.pool_X @ w_true + spec.noise * torch.randn(pool_size, generator=gen, dtype=torch.float64)
-        self.pool_X = self.pool_X.to(dtype)
-        self.pool_Y = (logits > 0).to(dtype)
-        self.agents, self.rows, self.seed = agents, spec.rows, spec.seed
-        self.counts = torch.full((len(agents),), spec.rows, dtype=torch.int64)
+        self.pool_Y = (logits > 0).to(torch.float64)
+
+    def agent_data(self, agents: Tensor, dtype: torch.dtype = torch.float32) -> "PooledData":
+        return PooledData(self, agents, dtype)
+
+    def test_set(self, dtype: torch.dtype) -> None:
+        return None
+
+
+class PooledData:
+    """A shard's synthetic agents: the pool rows of each agent hashed once (int32 indices), then gathered."""
+
+    def __init__(self, source: Synthetic, agents: Tensor, dtype: torch.dtype):
+        self.pool_X, self.pool_Y = source.pool_X.to(dtype), source.pool_Y.to(dtype)
+        self.rows = torch.cat([rng.integers(source.seed, rng.DATA_ROWS, 0, part, source.rows, len(self.pool_X))
+                               for part in agents.split(1 << 16)]).to(torch.int32)
+        self.counts = torch.full((len(agents),), source.rows, dtype=torch.int64)
 
     def gather(self, local: Tensor, idx: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        if idx is None:
-            idx = torch.arange(self.rows).expand(len(local), self.rows)
-        own_rows = rng.integers(self.seed, rng.DATA_ROWS, 0, self.agents[local], self.rows, len(self.pool_X))
-        pool_rows = torch.gather(own_rows, 1, idx)
-        return self.pool_X[pool_rows], self.pool_Y[pool_rows], torch.ones(idx.shape, dtype=torch.bool)
+        rows = self.rows[local] if idx is None else torch.gather(self.rows[local], 1, idx.to(torch.int64))
+        rows = rows.to(torch.int64)
+        return self.pool_X[rows], self.pool_Y[rows], torch.ones(rows.shape, dtype=torch.bool)
+
+    def nbytes(self) -> int:
+        return self.rows.nbytes + self.counts.nbytes
+
+
+@functools.lru_cache(maxsize=4)
+def _source(spec: DataSpec, seed: int):
+    if spec.kind == "digits":
+        return Digits(spec, seed)
+    if spec.kind == "synthetic":
+        return Synthetic(spec, seed)
+    if spec.kind == "arrays":
+        return ArrayData.load(spec.path)
+    pairs = [_least_squares_agent(spec, seed, a) for a in range(spec.num_agents)]
+    return ArrayData([A for A, _ in pairs], [b for _, b in pairs])
 
 
 @functools.lru_cache(maxsize=4)
@@ -116,48 +253,10 @@ def _digits_split(num_agents: int, alpha: float, test_fraction: float, seed: int
     return [np.array(p) for p in parts], X, y, X[test], y[test]
 
 
-def _least_squares_agent(spec: DataSpec, agent: int) -> tuple[np.ndarray, np.ndarray]:
+def _least_squares_agent(spec: DataSpec, seed: int, agent: int) -> tuple[np.ndarray, np.ndarray]:
     """Agent i's (A_i, b_i), from its own seed so any subset of agents can be built alone."""
-    rs = np.random.RandomState([spec.seed, agent])
-    common = np.random.RandomState([spec.seed, 10**6]).randn(spec.dim)
+    rs = np.random.RandomState([seed, agent])
+    common = np.random.RandomState([seed, 10**6]).randn(spec.dim)
     x_own = common + spec.heterogeneity * rs.randn(spec.dim)
     A = rs.randn(spec.rows, spec.dim)
     return A, A @ x_own + spec.noise * rs.randn(spec.rows)
-
-
-def agent_data(spec: DataSpec, agents: Tensor, dtype: torch.dtype = torch.float32) -> PaddedData | PooledData:
-    """The local data of `agents` (global ids), built deterministically from the spec."""
-    if spec.name == "synthetic":
-        return PooledData(spec, agents, dtype)
-    if spec.name == "least_squares":
-        pairs = [_least_squares_agent(spec, int(a)) for a in agents]
-        X = torch.tensor(np.stack([A for A, _ in pairs]), dtype=dtype)
-        Y = torch.tensor(np.stack([b for _, b in pairs]), dtype=dtype)
-        return PaddedData(X, Y, torch.full((len(agents),), spec.rows, dtype=torch.int64))
-    parts, X_train, y_train, _, _ = _digits_split(spec.num_agents, spec.alpha, spec.test_fraction, spec.seed)
-    chosen = [parts[int(a)] for a in agents]
-    n_max = max(len(p) for p in chosen)
-    X = torch.zeros(len(chosen), n_max, 64, dtype=dtype)
-    Y = torch.zeros(len(chosen), n_max, dtype=torch.int64)
-    for k, p in enumerate(chosen):
-        X[k, : len(p)] = torch.tensor(X_train[p], dtype=dtype)
-        Y[k, : len(p)] = torch.tensor(y_train[p])
-    return PaddedData(X, Y, torch.tensor([len(p) for p in chosen], dtype=torch.int64))
-
-
-def test_set(spec: DataSpec, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor] | None:
-    """Held-out (X, y) for test accuracy: digits' test split; None for the other datasets."""
-    if spec.name != "digits":
-        return None
-    _, _, _, X_test, y_test = _digits_split(spec.num_agents, spec.alpha, spec.test_fraction, spec.seed)
-    return torch.tensor(X_test, dtype=dtype), torch.tensor(y_test)
-
-
-def least_squares_solution(spec: DataSpec) -> np.ndarray:
-    """The consensus solution x* = (sum_i A_i^T A_i)^-1 sum_i A_i^T b_i of min sum_i 1/2 ||A_i x - b_i||^2."""
-    gram, rhs = np.zeros((spec.dim, spec.dim)), np.zeros(spec.dim)
-    for agent in range(spec.num_agents):
-        A, b = _least_squares_agent(spec, agent)
-        gram += A.T @ A
-        rhs += A.T @ b
-    return np.linalg.solve(gram, rhs)

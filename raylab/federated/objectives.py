@@ -1,26 +1,27 @@
 """Local objectives f_i, vectorised over a batch of agents: each row of x (agents, d) is one agent's parameters.
 
-    LeastSquares(features)               f_i(x) = 1/2 sum_j (a_ij^T x - b_ij)^2          (sum over the agent's rows)
+    LeastSquares(features)               f_i(x) = 1/(2 n_i) sum_j (a_ij^T x - b_ij)^2     (mean over the agent's rows)
     Logistic(features, classes, bias)    f_i(x) = mean_j cross-entropy (one logit for 2 classes, else softmax)
     MLP(features, hidden, classes)       one tanh hidden layer, mean cross-entropy (nonconvex)
 
 `loss_grad(x, X, Y, w)` takes per-sample weights w (agents, k) with f_i ~ sum_j w_ij loss_ij: the full sample set
-with w = 1/n_i (mean) or 1 (sum), or an unbiased minibatch of b rows with w scaled by n_i / b. Least squares and
+with w = 1/n_i, or an unbiased minibatch of b rows with w = 1/b. `smoothness` estimates each agent's L_i. Least squares and
 logistic regression have their gradients in closed form (cheap enough for a million agents); the MLP uses
 autograd on the batched parameters (agents are independent, so one backward gives every agent's gradient).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
+from pydantic import ConfigDict, Field
 
 Tensor = torch.Tensor
 
 
 class LeastSquares:
-    reduction = "sum"
-
     def __init__(self, features: int):
         self.dim = features
 
@@ -37,8 +38,6 @@ class LeastSquares:
 
 
 class Logistic:
-    reduction = "mean"
-
     def __init__(self, features: int, classes: int, bias: bool = True):
         self.features, self.classes, self.bias = features, classes, bias
         self.outputs = 1 if classes == 2 else classes
@@ -76,8 +75,6 @@ class Logistic:
 
 
 class MLP:
-    reduction = "mean"
-
     def __init__(self, features: int, hidden: int, classes: int):
         self.shapes = [(features, hidden), (hidden,), (hidden, classes), (classes,)]
         self.dim = sum(math.prod(s) for s in self.shapes)
@@ -108,18 +105,38 @@ class MLP:
         return self._logits(x[None], X[None])[0].argmax(1)
 
 
-MODELS = ("least_squares", "logistic", "mlp")
+def smoothness(objective, x: Tensor, X: Tensor, Y: Tensor, w: Tensor, start: Tensor, iterations: int = 50) -> Tensor:
+    """Each agent's curvature L_i at x: power iteration on the Hessian through differences of the gradient,
+    from the start vectors `start` (agents, d); a lower estimate of the largest eigenvalue (the curvature
+    bound itself for least squares, and for logistic regression at x = 0; local for the MLP)."""
+    v = start.to(x.dtype)
+    _, g0 = objective.loss_grad(x, X, Y, w)
+    eps = 1e-3 if x.dtype == torch.float32 else 1e-5
+    L = torch.zeros(len(x), dtype=torch.float64)
+    for _ in range(iterations):
+        v = v / torch.linalg.vector_norm(v, dim=1, keepdim=True).clamp_min(1e-30)
+        _, g = objective.loss_grad(x + eps * v, X, Y, w)
+        v = (g - g0) / eps
+        L = torch.linalg.vector_norm(v, dim=1).double()
+    return L
 
 
-def make_objective(model: str, features: int, classes: int, hidden: int = 32, bias: bool = True):
-    if model == "least_squares":
-        if classes:
-            raise ValueError("model: least_squares needs real-valued targets (data.name: least_squares)")
-        return LeastSquares(features)
-    if not classes:
-        raise ValueError(f"model: {model} needs class labels, but data.name least_squares has real targets")
-    if model == "logistic":
-        return Logistic(features, classes, bias)
-    if model == "mlp":
-        return MLP(features, hidden, classes)
-    raise ValueError(f"model: unknown model {model!r}; expected one of {list(MODELS)}")
+@dataclass(frozen=True)
+class ModelSpec:
+    """The `model:` block: which local objective f_i the agents minimise."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+    name: Literal["least_squares", "logistic", "mlp"] = "logistic"
+    hidden: Annotated[int, Field(ge=1)] = 32      # mlp: hidden units
+    bias: bool = True                             # logistic: with an intercept
+
+    def objective(self, features: int, classes: int):
+        if self.name == "least_squares":
+            if classes:
+                raise ValueError("model: least_squares needs real-valued targets (data.kind: least_squares)")
+            return LeastSquares(features)
+        if not classes:
+            raise ValueError(f"model: {self.name} needs class labels, but the data have real-valued targets")
+        if self.name == "logistic":
+            return Logistic(features, classes, self.bias)
+        return MLP(features, self.hidden, classes)

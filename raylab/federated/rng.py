@@ -14,7 +14,7 @@ import torch
 Tensor = torch.Tensor
 
 # streams: one per kind of draw, so that e.g. availability and minibatch indices never share numbers
-AVAILABILITY, AVAILABILITY_INIT, AGENT_PROBABILITY, MINIBATCH, DATA_ROWS = 1, 2, 3, 4, 5
+AVAILABILITY, AVAILABILITY_INIT, AGENT_PROBABILITY, MINIBATCH, DATA_ROWS, RHO_DRAW, POWER_ITERATION = range(1, 8)
 
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15

@@ -1,30 +1,26 @@
-"""The server's side of a federated run: x_0 (and z_0) per method, rounds over a pool of agent shards, snapshots.
+"""The server side: every method's server state, rounds over a pool of agent shards, evaluation, snapshots.
 
-A *pool* is the set of shards a round talks to: `LocalPool` holds `AgentShard`s in this process, and
-`raylab.federated.simulation.RayPool` holds Ray actors that wrap them; the server code is the same for both.
-Snapshots concatenate the shards' per-agent state in agent order, so a checkpoint can be restored into any
-sharding (a different number of actors after a resume, or a replacement actor after a crash).
+A *pool* is a list of `AgentShard`s, in this process (`LocalPool`) or in Ray actors (`raylab.federated.actors.
+RayPool`); the server code is the same for both. Each method's round is its server half
+(`raylab.federated.methods`), which calls its agent half on every shard through `pool.call`. Snapshots
+concatenate the shards' per-agent state in agent order, so a checkpoint restores into any sharding (a different
+number of actors after a resume, or a replacement actor after a crash).
 
-    pool = LocalPool(problem, hyper, methods=("ssl_alm", "fedavg"), num_shards=2)
-    server = Server(problem, hyper, pool.methods)
+    pool = LocalPool(problem, num_shards=2)
+    server = Server.start(problem, [SslAlm(AlmHyper(), None), FedAvg(LocalHyper(), None)], pool, rounds=100)
     for t in range(100):
         server.round(pool, t)
     metrics = server.evaluate(pool)
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
-from raylab.constrained.updates import primal_step, prox_center_step
 from raylab.federated.agents import AgentShard
-from raylab.federated.data import test_set
-from raylab.federated.spec import Hyper, Problem
+from raylab.federated.spec import Problem
 
 Tensor = torch.Tensor
-STREAMS = {"fedavg": 1, "fedprox": 2}   # minibatch streams: the two baselines draw independent samples
 
 
 class ShardLost(RuntimeError):
@@ -38,10 +34,22 @@ def shard_ranges(num_agents: int, num_shards: int) -> list[Tensor]:
             for part in np.array_split(np.arange(num_agents), min(num_shards, num_agents))]
 
 
-class Pool:
-    """Calls a method on every shard and returns the answers in shard order."""
+def _concat(states: list):
+    first = states[0]
+    if isinstance(first, dict):
+        return {k: _concat([s[k] for s in states]) for k in first}
+    return torch.cat(states) if isinstance(first, Tensor) else first
 
-    methods: tuple[str, ...]
+
+def _slice(state, lo: int, hi: int):
+    if isinstance(state, dict):
+        return {k: _slice(v, lo, hi) for k, v in state.items()}
+    return state[lo:hi] if isinstance(state, Tensor) else state
+
+
+class Pool:
+    """Calls a function on every shard and returns the answers in shard order."""
+
     sizes: list[int]
 
     def map(self, name: str, *args) -> list:
@@ -50,28 +58,34 @@ class Pool:
     def map_each(self, name: str, args: list[tuple]) -> list:
         raise NotImplementedError
 
+    def call(self, method: str, fn: str, *args) -> list:
+        """The agent half `fn` of `method` on every shard."""
+        return self.map("run", method, fn, *args)
+
+    def start(self, methods: list) -> None:
+        self.methods = list(methods)
+        self.map("start", self.methods)
+
     def replace_lost(self) -> None:
         """Starts replacements for shards whose process died (in-process shards never die)."""
 
     def gather_state(self) -> dict:
         """Every agent's state, concatenated in agent order."""
-        states = self.map("state_dict")
-        return {k: torch.cat([s[k] for s in states]) if isinstance(states[0][k], Tensor) else states[0][k]
-                for k in states[0]}
+        return _concat(self.map("state_dict"))
 
     def scatter_state(self, state: dict) -> None:
-        parts = [{k: v[sum(self.sizes[:i]):sum(self.sizes[:i + 1])] if isinstance(v, Tensor) else v
-                  for k, v in state.items()} for i in range(len(self.sizes))]
-        self.map_each("load_state_dict", [(p,) for p in parts])
+        bounds = np.cumsum([0] + self.sizes)
+        self.map_each("load_state_dict", [(_slice(state, int(lo), int(hi)),) for lo, hi in zip(bounds, bounds[1:])])
+
+    def shutdown(self) -> None:
+        """Stops what the pool started (nothing for in-process shards)."""
 
 
 class LocalPool(Pool):
     """The single-process path: the same shards, called directly."""
 
-    def __init__(self, problem: Problem, hyper: Hyper, methods: tuple[str, ...], num_shards: int = 1):
-        self.methods = tuple(methods)
-        self.shards = [AgentShard(problem, hyper, self.methods, part)
-                       for part in shard_ranges(problem.num_agents, num_shards)]
+    def __init__(self, problem: Problem, num_shards: int = 1):
+        self.shards = [AgentShard(problem, part) for part in shard_ranges(problem.num_agents, num_shards)]
         self.sizes = [len(s) for s in self.shards]
 
     def map(self, name: str, *args) -> list:
@@ -82,67 +96,72 @@ class LocalPool(Pool):
 
 
 class Server:
-    def __init__(self, problem: Problem, hyper: Hyper, methods: tuple[str, ...]):
-        self.problem, self.hyper, self.methods = problem, hyper, tuple(methods)
+    def __init__(self, problem: Problem, methods: list):
+        self.problem, self.methods = problem, {m.name: m for m in methods}
         self.m = problem.num_agents
         x = problem.initial_point()
-        self.x0 = {method: x.clone() for method in self.methods}
-        self.z0 = x.clone()                        # SSL-ALM's prox centre of the server block
-        self.test = test_set(problem.data, problem.torch_dtype)
+        self.state = {name: m.server_state(x) for name, m in self.methods.items()}
+        source = problem.source
+        self.test = source.test_set(problem.torch_dtype)
         self.objective = problem.objective()
+        self.solution = None
         self.last_round: dict[str, dict] = {}
+
+    @classmethod
+    def start(cls, problem: Problem, methods: list, pool: Pool, rounds: int) -> "Server":
+        """Resolves the methods' default step sizes from the data's smoothness L (max over every agent, from the
+        shards) and the smallest p_i, hands the methods to the shards and returns the server."""
+        L = p_min = None
+        if any(m.hyper.needs_smoothness() for m in methods):
+            L = max(pool.map("smoothness"))
+            p_min = min(pool.map("min_p"))
+            if not np.isfinite(L) or L <= 0:
+                raise ValueError(f"data: the local objectives' curvature L = {L} gives no default step sizes; "
+                                 "set the steps explicitly")
+        resolved = [m.resolved(L, p_min, rounds) if m.hyper.needs_smoothness() else m.resolved(1.0, 1.0, rounds)
+                    for m in methods]
+        pool.start(resolved)
+        server = cls(problem, resolved)
+        server.smoothness = L
+        if problem.model.name == "least_squares":
+            gram, rhs = (sum(parts) for parts in zip(*pool.map("normal_equations")))
+            server.solution = torch.linalg.solve(gram, rhs)
+        return server
+
+    def x0(self, method: str) -> Tensor:
+        return self.state[method]["x0"]
 
     def round(self, pool: Pool, t: int) -> dict[str, dict]:
         """One round of every method; returns per method {participants, drift or dual_reset}."""
-        self.last_round = {method: self._alm_round(pool, t) if method == "ssl_alm"
-                           else self._fedavg_round(pool, t, method) for method in self.methods}
+        self.last_round = {name: m.round(self, pool, t) for name, m in self.methods.items()}
         return self.last_round
-
-    def _alm_round(self, pool: Pool, t: int) -> dict:
-        h, x0 = self.hyper, self.x0["ssl_alm"]
-        y_norm = math.sqrt(sum(pool.map("alm_dual", t, x0)))
-        # dual_step's safeguard, applied here because ||y|| sums over every shard
-        reset = h.M_y is not None and y_norm >= h.M_y
-        answers = pool.map("alm_primal", t, x0, reset)
-        sum_y = sum(a[0] for a in answers)
-        sum_v = sum(a[1] for a in answers)
-        # x_0's column of A is -I in every constraint: (A^T y)_0 = -sum_i y_i, (A^T v)_0 = -sum_i v_i
-        x0_new = primal_step(x0, self.z0, torch.zeros_like(x0), -sum_y, -sum_v, tau=h.server_tau(self.m),
-                             rho=h.rho, mu=h.mu)
-        self.z0 = prox_center_step(self.z0, x0 if h.z_update == "pre" else x0_new, h.beta)
-        self.x0["ssl_alm"] = x0_new
-        return {"participants": sum(a[2] for a in answers), "dual_reset": int(reset)}
-
-    def _fedavg_round(self, pool: Pool, t: int, method: str) -> dict:
-        prox_mu = self.hyper.prox_mu if method == "fedprox" else 0.0
-        answers = pool.map("local_sgd", t, self.x0[method], prox_mu, STREAMS[method])
-        count = sum(a[1] for a in answers)
-        if count:                                  # nobody connected: the server model stays
-            self.x0[method] = sum(a[0] for a in answers) / count
-        return {"participants": count, "drift": max(a[2] for a in answers)}
 
     def evaluate(self, pool: Pool) -> dict[str, dict]:
         """Per method: mean objective (1/m) sum_i f_i(x_0), stationarity ||grad (1/m) sum_i f_i(x_0)||,
-        consensus max_i ||x_i - x_0|| (SSL-ALM; the baselines' largest local drift), test accuracy."""
+        consensus max_i ||x_i - x_0|| (SSL-ALM; the baselines' largest local drift), ||x_0|| (the iterate
+        norm), distance ||x_0 - x*|| where x* is known (least squares), test accuracy where there is a test set."""
         out = {}
-        for method in self.methods:
-            answers = pool.map("evaluate", self.x0[method], method == "ssl_alm")
+        for name in self.methods:
+            x0 = self.x0(name)
+            answers = pool.map("evaluate", name, x0)
             row = {"objective": sum(a[0] for a in answers) / self.m,
                    "stationarity": float(torch.linalg.vector_norm(sum(a[1] for a in answers))) / self.m,
-                   "consensus": (max(a[2] for a in answers) if method == "ssl_alm"
-                                 else self.last_round.get(method, {}).get("drift", 0.0))}
+                   "consensus": (max(a[2] for a in answers) if name == "ssl_alm"
+                                 else self.last_round.get(name, {}).get("drift", 0.0)),
+                   "norm": float(torch.linalg.vector_norm(x0.double()))}
+            if self.solution is not None:
+                row["distance"] = float(torch.linalg.vector_norm(x0.double() - self.solution))
             if self.test is not None:
                 X, y = self.test
-                row["accuracy"] = float((self.objective.predict(self.x0[method], X) == y).double().mean())
-            out[method] = row
+                row["accuracy"] = float((self.objective.predict(x0, X) == y).double().mean())
+            out[name] = row
         return out
 
     def state_dict(self) -> dict:
-        return {"x0": {k: v.clone() for k, v in self.x0.items()}, "z0": self.z0.clone()}
+        return {name: {k: v.clone() for k, v in s.items()} for name, s in self.state.items()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.x0 = {k: state["x0"][k].clone() for k in self.methods}
-        self.z0 = state["z0"].clone()
+        self.state = {name: {k: v.clone() for k, v in state[name].items()} for name in self.methods}
 
 
 def snapshot(server: Server, pool: Pool, t: int) -> dict:
@@ -152,29 +171,45 @@ def snapshot(server: Server, pool: Pool, t: int) -> dict:
 def restore(server: Server, pool: Pool, snap: dict) -> int:
     server.load_state_dict(snap["server"])
     pool.scatter_state(snap["agents"])
-    return snap["round"]
+    return int(snap["round"])
 
 
-def run_rounds(server: Server, pool: Pool, start: int, rounds: int, *, step, on_step, snap: dict,
-               checkpoint_every: int = 0, on_checkpoint=None, on_rollback=None) -> dict:
-    """Rounds start..rounds-1. `step(t)` runs round t (and its metrics); `on_step(t + 1, result)` records it.
+def round_row(server: Server, pool: Pool, info: dict[str, dict]) -> dict:
+    """One metrics row: per method its evaluation and the round's participants, keys `<method>_<metric>`."""
+    row = {f"{m}_participants": info[m]["participants"] for m in server.methods}
+    for method, metrics in server.evaluate(pool).items():
+        row |= {f"{method}_{k}": v for k, v in metrics.items()}
+    return row
+
+
+def run_rounds(server: Server, pool: Pool, start: int, rounds: int, *, eval_every: int, on_row, snap: dict,
+               checkpoint_due=lambda done: False, on_checkpoint=None, on_rollback=None, before_round=None) -> dict:
+    """Rounds start..rounds-1; every `eval_every` rounds (and at the end) `on_row(done, row)`; after round
+    `done` with `checkpoint_due(done)` (and at the end) a snapshot, handed to `on_checkpoint(done, snap)`.
     When a shard is lost mid-round the pool replaces it and every shard and the server roll back to `snap`,
-    the last snapshot, and replay from there: draws are counter-based, so the replay is the same computation.
-    Returns the final snapshot."""
-    t = start
+    the last snapshot, and replay from there: draws are counter-based, so the replay is the same computation,
+    and rows and checkpoints already made are not made again. Returns the final snapshot."""
+    t = done_rows = saved = start
     while t < rounds:
         try:
-            result = step(t)
+            if before_round is not None:
+                before_round(t)
+            info = server.round(pool, t)
+            due_row = (t + 1) % eval_every == 0 or t + 1 == rounds
+            row = round_row(server, pool, info) if due_row and t + 1 > done_rows else None
         except ShardLost:
             pool.replace_lost()
             t = restore(server, pool, snap)
-            if on_rollback:
+            if on_rollback is not None:
                 on_rollback(t)
             continue
         t += 1
-        on_step(t, result)
-        if t == rounds or (checkpoint_every and t % checkpoint_every == 0):
+        if row is not None:
+            done_rows = t
+            on_row(t, row)
+        if t == rounds or checkpoint_due(t):
             snap = snapshot(server, pool, t)
-            if on_checkpoint:
-                on_checkpoint(snap)
+            if on_checkpoint is not None and t > saved:
+                saved = t
+                on_checkpoint(t, snap)
     return snap

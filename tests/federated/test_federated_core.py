@@ -1,26 +1,28 @@
-"""The pure federated core (no Ray): random draws, availability, objectives, SSL-ALM rounds and snapshots."""
+"""The pure federated core (no Ray): random draws, availability, objectives, rounds, snapshots, the methods."""
 import numpy as np
 import pytest
 import torch
 
 from raylab.federated import rng
 from raylab.federated.availability import Availability
-from raylab.federated.data import DataSpec, agent_data, least_squares_solution
-from raylab.federated.objectives import MLP, LeastSquares, Logistic
+from raylab.federated.data import DataSpec
+from raylab.federated.methods import AlmHyper, LocalHyper
+from raylab.federated.objectives import MLP, LeastSquares, Logistic, ModelSpec, smoothness
 from raylab.federated.server import LocalPool, Server, restore, snapshot
-from raylab.federated.spec import Hyper, Problem
+from raylab.federated.simulate import make_methods
+from raylab.federated.spec import Problem
 
-LS = DataSpec(name="least_squares", num_agents=10, dim=5, rows=20)
+LS = DataSpec(kind="least_squares", num_agents=10, dim=5, rows=20)
 
 
 def ls_problem(p=1.0, kind="bernoulli", **avail):
-    return Problem(data=LS, model="least_squares", availability=Availability(kind=kind, p=p, **avail),
+    return Problem(data=LS, model=ModelSpec(name="least_squares"), availability=Availability(kind=kind, p=p, **avail),
                    dtype="float64")
 
 
-def run(problem, hyper, methods, rounds, shards=1):
-    pool = LocalPool(problem, hyper, methods, shards)
-    server = Server(problem, hyper, methods)
+def run(problem, names, rounds, shards=1, batch_size=None, alm=None, local=None):
+    pool = LocalPool(problem, shards)
+    server = Server.start(problem, make_methods(names, alm, local, batch_size), pool, rounds)
     for t in range(rounds):
         server.round(pool, t)
     return server, pool
@@ -39,14 +41,14 @@ def test_counter_based_hash_matches_the_reference_and_is_uniform():
 
 @pytest.mark.parametrize("kind", ["bernoulli", "heterogeneous", "markov"])
 def test_every_pattern_connects_each_agent_with_its_marginal_probability(kind):
-    avail = Availability(kind=kind, p=0.2, mean_on=4, seed=1)
+    avail = Availability(kind=kind, p=0.2, mean_on=4)
     agents = torch.arange(2000)
-    state, seen = avail.init_state(agents), []
+    state, seen = avail.init_state(agents, 1), []
     for t in range(300):
-        connected, state = avail.step(t, agents, state)
+        connected, state = avail.step(t, agents, state, 1)
         seen.append(connected)
     seen = torch.stack(seen).double()
-    p = avail.probabilities(agents)
+    p = avail.probabilities(agents, 1)
     # 600,000 draws: the overall rate is within a few standard errors of the mean marginal probability
     assert abs(float(seen.mean() - p.mean())) < (0.01 if kind == "markov" else 0.003)
     if kind == "heterogeneous":
@@ -58,14 +60,12 @@ def test_every_pattern_connects_each_agent_with_its_marginal_probability(kind):
 
 
 def test_bad_availability_is_one_line_value_error():
-    with pytest.raises(ValueError, match=r"availability.p: must lie in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"p: must lie in \(0, 1\]"):
         Availability(p=0.0)
     with pytest.raises(ValueError, match="mean_on >= p / \\(1 - p\\)"):
         Availability(kind="markov", p=0.9, mean_on=2)
-    with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
-        DataSpec(name="mnist")
-    with pytest.raises(ValueError, match="at least one agent"):
-        DataSpec(num_agents=0)
+    with pytest.raises(ValueError, match="path: give it exactly when kind is arrays"):
+        DataSpec(kind="arrays")
 
 
 @pytest.mark.parametrize("objective, classes", [(LeastSquares(6), 0), (Logistic(6, 2, bias=False), 2),
@@ -87,7 +87,7 @@ def test_closed_form_gradients_match_autograd_per_agent(objective, classes):
 
 def _autograd_loss(objective, x, X, Y, w):
     if isinstance(objective, LeastSquares):
-        return 0.5 * (w * (torch.bmm(X, x[:, :, None])[:, :, 0] - Y) ** 2).sum()
+        return 0.5 * (w * (torch.bmm(X, x[:, :, None])[:, :, 0] - Y) ** 2).sum()  # w = 1/n_i: the mean
     logits = objective._logits(x, X)
     if logits.shape[2] == 1:
         return (w * torch.nn.functional.binary_cross_entropy_with_logits(
@@ -95,81 +95,77 @@ def _autograd_loss(objective, x, X, Y, w):
     return (w * torch.nn.functional.cross_entropy(logits[0], Y[0], reduction="none")[None]).sum()
 
 
-def test_least_squares_consensus_converges_to_the_closed_form_solution():
-    x_star = torch.tensor(least_squares_solution(LS))
-    hyper = Hyper(eta=1.0, tau=0.01, beta=0.5, rho=1.0, mu=0.5, batch_size=None)
-    server, pool = run(ls_problem(p=0.5), hyper, ("ssl_alm",), 1500)
-    # p = 0.5 and exact gradients: the residual noise (c_i/p)(x_i - x_0) vanishes at consensus, so SSL-ALM
-    # converges to x* itself; every agent's copy x_i agrees with the server's x_0
-    torch.testing.assert_close(server.x0["ssl_alm"], x_star, atol=1e-8, rtol=0)
-    torch.testing.assert_close(pool.shards[0].x, x_star.expand(10, -1), atol=1e-8, rtol=0)
+def test_smoothness_is_the_largest_eigenvalue_of_each_agents_hessian():
+    problem = ls_problem()
+    pool = LocalPool(problem)
+    X, Y, w = pool.shards[0].samples(torch.arange(10), 0, 0, None)
+    L = smoothness(LeastSquares(5), torch.zeros(10, 5, dtype=torch.float64), X, Y, w,
+                   torch.randn(10, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    exact = torch.linalg.eigvalsh(torch.einsum("anj,an,ank->ajk", X, w, X))[:, -1]
+    assert bool((L <= exact * (1 + 1e-9)).all()) and bool((L >= 0.99 * exact).all())   # power iteration: from below
 
 
 def test_stochastic_gradients_reach_a_neighbourhood_of_the_solution():
-    x_star = torch.tensor(least_squares_solution(LS))
+    problem = ls_problem(p=0.3)
+    x_star = problem.solution()
     errors = []
-    for tau in (0.004, 0.001):      # constant steps: the neighbourhood shrinks with the step size
-        hyper = Hyper(eta=0.5, tau=tau, beta=0.5, rho=1.0, mu=0.5, batch_size=10)
-        server, _ = run(ls_problem(p=0.3), hyper, ("ssl_alm",), 1500)
-        errors.append(float(torch.linalg.vector_norm(server.x0["ssl_alm"] - x_star)))
+    for tau in (0.05, 0.0125):      # constant steps: the neighbourhood shrinks with the step size
+        server, _ = run(problem, ["ssl_alm"], 1500, batch_size=10, alm=AlmHyper(tau=tau))
+        errors.append(float(torch.linalg.vector_norm(server.x0("ssl_alm") - x_star)))
     assert errors[1] < 0.6 * errors[0] < 0.1 * float(torch.linalg.vector_norm(x_star))
 
 
 def test_sharding_does_not_change_the_run():
-    hyper = Hyper(eta=0.5, tau=0.01, batch_size=4, local_lr=0.002)
     problem = ls_problem(p=0.3, kind="markov", mean_on=3)
-    methods = ("ssl_alm", "fedavg", "fedprox")
-    one, _ = run(problem, hyper, methods, 40, shards=1)
-    three, _ = run(problem, hyper, methods, 40, shards=3)
+    methods = ["ssl_alm", "fedavg", "fedprox", "scaffold"]
+    one, _ = run(problem, methods, 40, shards=1, batch_size=4)
+    three, _ = run(problem, methods, 40, shards=3, batch_size=4)
     for m in methods:
-        torch.testing.assert_close(one.x0[m], three.x0[m], atol=1e-12, rtol=0)
+        torch.testing.assert_close(one.x0(m), three.x0(m), atol=1e-12, rtol=0)
 
 
 def test_snapshot_restores_into_another_sharding_and_replays_identically():
-    hyper = Hyper(eta=0.5, tau=0.01, batch_size=4, local_lr=0.002)
     problem = ls_problem(p=0.3, kind="markov", mean_on=3)
-    methods = ("ssl_alm", "fedavg")
-    full, _ = run(problem, hyper, methods, 30)
-    half, half_pool = run(problem, hyper, methods, 15)
+    methods = ["ssl_alm", "fedavg", "scaffold"]
+    full, _ = run(problem, methods, 30, batch_size=4)
+    half, half_pool = run(problem, methods, 15, batch_size=4)
     snap = snapshot(half, half_pool, 15)
-    pool = LocalPool(problem, hyper, methods, 4)
-    server = Server(problem, hyper, methods)
+    pool = LocalPool(problem, 4)
+    server = Server.start(problem, make_methods(methods, None, None, 4), pool, 30)
     assert restore(server, pool, snap) == 15
     for t in range(15, 30):
         server.round(pool, t)
     for m in methods:
-        torch.testing.assert_close(server.x0[m], full.x0[m], atol=1e-12, rtol=0)
+        torch.testing.assert_close(server.x0(m), full.x0(m), atol=1e-12, rtol=0)
 
 
 def test_disconnected_agents_never_stall_a_round():
     # Markov bursts with p = 0.02 and mean_on = 1: most agents stay away for dozens of rounds, and in many
     # rounds nobody connects; every round still completes and FedAvg keeps its model when nobody came
     problem = ls_problem(p=0.02, kind="markov", mean_on=1)
-    hyper = Hyper(eta=0.5, tau=0.01, batch_size=None, local_lr=0.002)
-    pool = LocalPool(problem, hyper, ("ssl_alm", "fedavg"), 2)
-    server = Server(problem, hyper, pool.methods)
+    pool = LocalPool(problem, 2)
+    server = Server.start(problem, make_methods(["ssl_alm", "fedavg"]), pool, 100)
     empty = 0
     for t in range(100):
-        before = server.x0["fedavg"].clone()
+        before = server.x0("fedavg").clone()
         info = server.round(pool, t)
         if info["fedavg"]["participants"] == 0:
             empty += 1
-            assert torch.equal(server.x0["fedavg"], before)
+            assert torch.equal(server.x0("fedavg"), before)
         assert info["ssl_alm"]["participants"] == info["fedavg"]["participants"]
     assert 50 < empty < 100
     # the agents that were away all along still took their local steps
-    assert bool((pool.shards[0].x != 0).all())
+    assert bool((pool.shards[0].state["ssl_alm"]["x"] != 0).all())
 
 
 def test_safeguard_resets_every_dual_when_the_global_norm_reaches_M_y():
     def y_norms(M_y):
-        hyper = Hyper(eta=2.0, tau=0.01, M_y=M_y, batch_size=None)
-        pool = LocalPool(ls_problem(p=0.5), hyper, ("ssl_alm",), 2)
-        server = Server(pool.shards[0].problem, hyper, pool.methods)
+        pool = LocalPool(ls_problem(p=0.5), 2)
+        server = Server.start(pool.shards[0].problem, make_methods(["ssl_alm"], AlmHyper(eta=2.0, M_y=M_y)), pool, 4)
         norms = []
         for t in range(4):
             server.round(pool, t)
-            norms.append(float(torch.linalg.vector_norm(torch.cat([s.y for s in pool.shards]))))
+            norms.append(float(torch.linalg.vector_norm(torch.cat([s.state["ssl_alm"]["y"] for s in pool.shards]))))
         return norms, server
 
     free, _ = y_norms(None)
@@ -181,8 +177,8 @@ def test_safeguard_resets_every_dual_when_the_global_norm_reaches_M_y():
 
 
 def test_digits_are_split_with_label_skew_and_every_agent_holds_data():
-    spec = DataSpec(name="digits", num_agents=50, alpha=0.1)
-    data = agent_data(spec, torch.arange(50))
+    spec = DataSpec(kind="digits", num_agents=50, alpha=0.1)
+    data = spec.source(0).agent_data(torch.arange(50))
     assert int(data.counts.min()) >= 1 and int(data.counts.sum()) == 1797 - round(0.2 * 1797)
     classes = [len(set(data.Y[i, : data.counts[i]].tolist())) for i in range(50)]
     assert np.mean(classes) < 5   # with alpha = 0.1 an agent sees few of the 10 classes
@@ -193,6 +189,6 @@ def test_the_federated_core_never_imports_ray():
     import sys
 
     code = ("import sys, raylab.federated, raylab.federated.agents, raylab.federated.server, "
-            "raylab.experiments.federated; sys.exit('ray imported' if 'ray' in sys.modules else 0)")
+            "raylab.federated.methods, raylab.experiments.federated; sys.exit('ray imported' if 'ray' in sys.modules else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-500:]

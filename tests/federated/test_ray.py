@@ -6,14 +6,15 @@ import yaml
 
 from raylab import driver
 from raylab.config import load_config
+from raylab.federated.actors import RayPool
 from raylab.federated.server import LocalPool, Server
-from raylab.federated.simulation import RayPool
+from raylab.federated.simulate import make_methods
 from raylab.results import RunContext, read_metrics
 
 pytestmark = pytest.mark.ray
 
 SMALL = {"experiment": "federated", "rounds": 20, "eval_every": 5, "checkpoint_every": 5, "dtype": "float64",
-         "data": {"name": "digits", "num_agents": 24, "alpha": 0.3}, "availability": {"kind": "markov", "p": 0.3},
+         "data": {"kind": "digits", "num_agents": 24, "alpha": 0.3}, "availability": {"kind": "markov", "p": 0.3},
          "alm": {"tau": 0.2, "rho": 0.4, "eta": 0.05, "server_lr_scale": 0.05}, "num_actors": 2,
          "progress": False}
 
@@ -25,22 +26,26 @@ def config(tmp_path, **extra):
 
 
 def final_models(run_dir):
-    step, state = RunContext(run_dir).load_checkpoint()
-    return step, state["server"]["x0"], state["agents"]
+    step, state = RunContext(run_dir, resume=True).resume()
+    return step, {m: s["x0"] for m, s in state["server"].items()}, state["agents"]["methods"]["ssl_alm"]
 
 
 def test_actor_sharded_rounds_equal_single_process_rounds(tmp_path, ray_local):
     cfg = config(tmp_path)
-    problem, hyper, methods = cfg.problem(), cfg.hyper(), tuple(cfg.methods)
-    sharded, local = RayPool(problem, hyper, methods, num_actors=2), LocalPool(problem, hyper, methods, 1)
-    servers = [Server(problem, hyper, methods) for _ in range(2)]
+    problem, methods = cfg.problem(), cfg.methods + ["scaffold"]
+    sharded, local = RayPool(problem, num_actors=2), LocalPool(problem, 1)
+    servers = [Server.start(problem, make_methods(methods, cfg.alm, cfg.baselines, cfg.batch_size), pool, 12)
+               for pool in (sharded, local)]
     try:
+        assert len(set(sharded.node_ids())) == 1          # one node here; SPREAD places them on every node
         for t in range(12):
             for server, pool in zip(servers, (sharded, local)):
                 server.round(pool, t)
         for m in methods:
-            torch.testing.assert_close(servers[0].x0[m], servers[1].x0[m], atol=1e-10, rtol=0)
-        torch.testing.assert_close(sharded.gather_state()["x"], local.gather_state()["x"], atol=1e-10, rtol=0)
+            torch.testing.assert_close(servers[0].x0(m), servers[1].x0(m), atol=1e-10, rtol=0)
+        states = [pool.gather_state()["methods"] for pool in (sharded, local)]
+        torch.testing.assert_close(states[0]["ssl_alm"]["x"], states[1]["ssl_alm"]["x"], atol=1e-10, rtol=0)
+        torch.testing.assert_close(states[0]["scaffold"]["c"], states[1]["scaffold"]["c"], atol=1e-10, rtol=0)
     finally:
         sharded.shutdown()
 
