@@ -1,29 +1,68 @@
-"""`raylab bench freedave`: FreeDave vs static vs parallel decoding of the committed tiny MDLM, in one run.
+"""`raylab bench freedave`: static vs FreeDave decoding at several batch sizes and models, in one run.
 
-    raylab bench freedave                                   # batch 1, 100 held-out problems, k = 8, one block
-    raylab bench freedave --batch 16 --block-length 4 --draft-steps 4
+    raylab bench freedave                                     # batch 1,4,16; tiny MDLM + a random model per arch
+    raylab bench freedave --batch 1,4,16 --model tiny,sdar    # a subset
+    raylab bench freedave --model /models/TraDo-4B-Instruct --device cuda --samples 32
 
-For each method: tokens per NFE, wall-clock tokens/s (median over `--repeats` passes, the methods interleaved so
-that a shared machine's load hits them alike), accuracy, and the exact-match rate against static decoding, then
-the ratios against static. Targets from issue 3: FreeDave >= 3x tokens per NFE at 100% exact match and
->= 1.5x tokens/s at batch 1 on CPU.
+Models (`--model`, comma-separated): `tiny` is the committed tiny MDLM (assets/tiny_mdlm) on held-out problems of
+its task; `llada`, `dream`, `sdar` are tiny random native models of each architecture (random prompts; a random
+model's confidences are flat, so few drafts verify: this measures what FreeDave costs when it gains little); a
+path loads a checkpoint natively (`raylab.diffusion.load_diffusion_lm`) with random prompts from its vocabulary.
+Methods: `static`; `freedave` with a fixed k (`--draft-steps`); `freedave_adaptive`, drafts adapted per row under
+a per-call token budget of `--budget-rows` rows (never fewer than the batch). For each: tokens/NFE, tokens/s
+(median over `--repeats` passes, methods interleaved so that a shared machine's load hits them alike) and exact
+match vs static; the metrics are `raylab.diffusion.metrics`'. Writes a run directory (settings.json with the
+machine's load average, results.json, results.md).
 """
 from __future__ import annotations
 
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
+from raylab.bench.common import add_bench_args, bench_run, finish, markdown_table
 from raylab.diffusion import generate
-from raylab.diffusion.model import TinyMDLM
-from raylab.diffusion.tasks import MASK, load_task
+from raylab.diffusion.metrics import decode_metrics, versus_static
 
-METHODS = ("static", "parallel", "freedave")
+METHODS = ("static", "freedave", "freedave_adaptive")
+ARCHS = ("llada", "dream", "sdar")
 
 
-def decode_all(model, prompts, batch: int, **kw) -> tuple[torch.Tensor, torch.Tensor, float]:
+def setup(spec: str, samples: int, device: str, gen_length: int):
+    """(model, prompts, decoding options, label) for one `--model` entry."""
+    if spec == "tiny" or (Path(spec) / "task.json").is_file():
+        from raylab.diffusion.model import TinyMDLM
+        from raylab.diffusion.tasks import MASK, load_task
+
+        path = "assets/tiny_mdlm" if spec == "tiny" else spec
+        task = load_task(path)
+        prompts, _ = task.heldout(samples, seed=1)
+        opts = dict(gen_length=task.n_digits, block_length=task.n_digits, mask_token_id=MASK)
+        return TinyMDLM.load(path).to(device), prompts.to(device), opts, f"tiny MDLM ({type(task).__name__})"
+    if spec in ARCHS:
+        from raylab.diffusion.native import random_model
+
+        model = random_model(spec, seed=0, scale=8.0).to(device)
+        label = f"random {spec}"
+    else:
+        from raylab.diffusion.native import load_native
+
+        model = load_native(spec, dtype=torch.bfloat16 if device == "cuda" else torch.float32, device=device)
+        label = Path(spec).name
+    cfg = model.config
+    vocab = [t for t in range(min(cfg.vocab_size, 50_000)) if t not in (cfg.mask_token_id, cfg.eos_token_id)]
+    g = torch.Generator().manual_seed(1)
+    prompts = torch.tensor(vocab)[torch.randint(0, len(vocab), (samples, 7), generator=g)].to(device)
+    opts = dict(gen_length=gen_length, block_length=cfg.block_size or 4, mask_token_id=cfg.mask_token_id,
+                shifted_logits=cfg.shifted_logits, attention=cfg.attention,
+                block_layout="absolute" if cfg.attention == "block_causal" else "answer")
+    return model, prompts, opts, label
+
+
+def decode_all(model, prompts: torch.Tensor, batch: int, **kw) -> tuple[torch.Tensor, torch.Tensor, float]:
     """(sequences, per-sequence NFE, seconds) for all prompts, `batch` at a time."""
     start, seqs, nfe = time.perf_counter(), [], []
     for i in range(0, len(prompts), batch):
@@ -35,50 +74,67 @@ def decode_all(model, prompts, batch: int, **kw) -> tuple[torch.Tensor, torch.Te
     return torch.cat(seqs), torch.cat(nfe), time.perf_counter() - start
 
 
+def method_options(method: str, batch: int, row_tokens: int, args) -> dict:
+    if method == "static":
+        return dict(method="static")
+    if method == "freedave":
+        return dict(method="freedave", draft_steps=args.draft_steps)
+    return dict(method="freedave", draft_steps=args.draft_steps, adaptive_drafts=True,
+                token_budget=max(batch, args.budget_rows) * row_tokens)
+
+
+def measure(model, prompts, opts: dict, batch: int, args) -> dict:
+    row_tokens = prompts.shape[1] + opts["gen_length"] + opts["block_length"]  # an upper bound with padding
+    per = {m: method_options(m, batch, row_tokens, args) for m in METHODS}
+    decode_all(model, prompts[: 2 * batch], batch, **opts, **per["static"])  # warm-up
+    seconds, outputs = {m: [] for m in METHODS}, {}
+    for _ in range(args.repeats):
+        for m in METHODS:
+            seqs, nfe, s = decode_all(model, prompts, batch, **opts, **per[m])
+            seconds[m].append(s)
+            outputs[m] = seqs, nfe  # decoding is deterministic: every repeat gives the same
+    static = outputs["static"][0]
+    rows = {m: decode_metrics(outputs[m][0], outputs[m][1], statistics.median(seconds[m]), prompts.shape[1],
+                              static_sequences=static) for m in METHODS}
+    ratios = versus_static(rows)
+    return {m: {**rows[m], "tokens_per_nfe_vs_static": ratios[m]["tokens_per_nfe"],
+                "tokens_per_s_vs_static": ratios[m]["tokens_per_s"]} for m in METHODS}
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="raylab bench freedave", description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", default="assets/tiny_mdlm")
-    p.add_argument("--samples", type=int, default=100)
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--block-length", type=int, default=12)
+    add_bench_args(p, ray=False)
+    p.add_argument("--model", default="tiny,llada,dream,sdar", help="tiny, llada, dream, sdar or checkpoint paths")
+    p.add_argument("--batch", default="1,4,16", help="batch sizes, comma-separated")
+    p.add_argument("--samples", type=int, default=64)
+    p.add_argument("--gen-length", type=int, default=16, help="answer length for the native models")
     p.add_argument("--draft-steps", type=int, default=8)
-    p.add_argument("--threshold", type=float, default=0.9)
+    p.add_argument("--budget-rows", type=int, default=8, help="freedave_adaptive: rows a call may feed")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     args = p.parse_args(argv)
+    try:
+        batches = [int(b) for b in args.batch.split(",")]
+    except ValueError:
+        p.error(f"--batch: expected comma-separated integers, got {args.batch!r}")
+    if min(batches) < 1 or args.samples < 1 or args.repeats < 1:
+        p.error("--batch, --samples and --repeats must be >= 1")
     torch.set_num_threads(args.threads)
-    model = TinyMDLM.load(args.checkpoint).to(args.device)
-    task = load_task(args.checkpoint)
-    prompts, answers = (t.to(args.device) for t in task.heldout(args.samples, seed=1))
-    kw = dict(gen_length=task.n_digits, block_length=args.block_length, draft_steps=args.draft_steps,
-              threshold=args.threshold, mask_token_id=MASK)
-    decode_all(model, prompts[:4], args.batch, method="static", **kw)  # warm-up
-    seconds, outputs = {m: [] for m in METHODS}, {}
-    for _ in range(args.repeats):
-        for m in METHODS:
-            seqs, nfe, s = decode_all(model, prompts, args.batch, method=m, **kw)
-            seconds[m].append(s)
-            outputs[m] = seqs, nfe  # decoding is deterministic: every repeat gives the same
-    static = outputs["static"][0]
-    tokens = task.n_digits * args.samples
-    rows = {}
-    for m in METHODS:
-        seqs, nfe = outputs[m]
-        rows[m] = dict(tpn=tokens / float(nfe.sum()), tps=tokens / statistics.median(seconds[m]),
-                       acc=float((seqs[:, task.prompt_length:] == answers).all(dim=1).double().mean()),
-                       exact=float((seqs == static).all(dim=1).double().mean()))
-    print(f"tiny MDLM ({args.checkpoint}) on {args.device}, {args.samples} held-out {type(task).__name__} problems, "
-          f"{task.n_digits} tokens each, batch {args.batch}, block {args.block_length}, k = {args.draft_steps}, "
-          f"threshold {args.threshold}, {args.threads} thread(s), median of {args.repeats}")
-    print(f"{'method':<10}{'tokens/NFE':>12}{'tokens/s':>12}{'accuracy':>10}{'exact vs static':>17}"
-          f"{'NFE ratio':>11}{'time ratio':>12}")
-    for m, r in rows.items():
-        print(f"{m:<10}{r['tpn']:>12.2f}{r['tps']:>12.1f}{r['acc']:>10.3f}{r['exact']:>17.3f}"
-              f"{r['tpn'] / rows['static']['tpn']:>10.2f}x{r['tps'] / rows['static']['tps']:>11.2f}x")
-    fd, st = rows["freedave"], rows["static"]
-    nfe_ok = fd["tpn"] / st["tpn"] >= 3 and fd["exact"] == 1.0
-    time_ok = fd["tps"] / st["tps"] >= 1.5
-    print(f"targets: tokens/NFE >= 3x at 100% exact match: {'met' if nfe_ok else 'NOT met'}; "
-          f"tokens/s >= 1.5x: {'met' if time_ok else 'NOT met'}" + ("" if args.batch == 1 else " (set for batch 1)"))
+    models = args.model.split(",")
+    with bench_run("freedave", args, settings=vars(args), use_ray=False) as ctx:
+        results, table_rows = {}, []
+        for spec in models:
+            model, prompts, opts, label = setup(spec, args.samples, args.device, args.gen_length)
+            for batch in batches:
+                rows = measure(model, prompts, opts, batch, args)
+                results[f"{spec}/batch{batch}"] = {"model": label, "batch": batch, "options": opts, **rows}
+                for m, r in rows.items():
+                    table_rows.append([label, batch, m, r["tokens_per_nfe"], r["tokens_per_s"],
+                                       f"{r['tokens_per_s_vs_static']:.2f}x", f"{100 * r['exact_match']:.1f}%"])
+                print(f"{label} batch {batch}: " + ", ".join(
+                    f"{m} {r['tokens_per_s_vs_static']:.2f}x" for m, r in rows.items()), flush=True)
+        table = markdown_table(["model", "batch", "method", "tokens/NFE", "tokens/s", "tokens/s vs static",
+                                "exact match vs static"], table_rows)
+        finish(ctx, results, table)
     return 0

@@ -343,11 +343,14 @@ def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budg
         if len(r_idx):
             draft_logits = _call(s, rows[r_idx], drafts[r_idx, j_idx])
             s.nfe[rows[verify.any(dim=1)]] += 1
-            successor = static_step(drafts[r_idx, j_idx], draft_logits, s.block, s.mask_id)
-            # ok[r, j] : draft j+1 equals the static successor of draft j (j = 0 .. k-2)
+            # ok[r, j] : draft j+1 equals the static successor of draft j (j = 0 .. k-2); only drafts that have
+            # a next draft need their successor (a row's last draft is kept for its logits alone)
             ok = torch.zeros(len(rows), k, dtype=torch.bool, device=answer.device)
-            nxt = (j_idx + 1).clamp(max=k - 1)
-            ok[r_idx, j_idx] = (successor == drafts[r_idx, nxt]).all(dim=1) & (j_idx + 1 < n_drafts[r_idx])
+            check = (j_idx + 1 < n_drafts[r_idx]).nonzero().squeeze(1)
+            if len(check):
+                rc, jc = r_idx[check], j_idx[check]
+                successor = static_step(drafts[rc, jc], draft_logits[check], s.block, s.mask_id)
+                ok[rc, jc] = (successor == drafts[rc, jc + 1]).all(dim=1)
             accepted = 1 + ok[:, :-1].long().cumprod(dim=1).sum(dim=1)
             want[rows] = torch.where(accepted >= n_drafts, 2 * n_drafts, accepted + 1).clamp(1, k)
             where = torch.full((len(rows), k), -1, dtype=torch.long, device=answer.device)

@@ -335,3 +335,38 @@ def save_native(model: DiffusionTransformer, path: str | Path, hf_config: dict) 
     save_file({official: state[native].contiguous() for native, official in official_names(model).items()},
               str(path / "model.safetensors"))
     return path
+
+
+def tiny_config(arch: str, vocab_size: int = 64, mask_token_id: int = 60, eos_token_id: int = 1) -> dict:
+    """config.json of a tiny random checkpoint of `arch` (hidden 32, 2 layers, GQA 4:2), in the checkpoints' own
+    keys: for tests and for the benchmark's random models."""
+    if arch == "llada":
+        return dict(model_type="llada", d_model=32, n_heads=4, n_kv_heads=2, n_layers=2, mlp_hidden_size=48,
+                    vocab_size=vocab_size, embedding_size=vocab_size, mask_token_id=mask_token_id,
+                    rope_theta=10000.0, rms_norm_eps=1e-5, max_sequence_length=256, block_type="llama",
+                    layer_norm_type="rms", activation_type="silu", include_bias=False, weight_tying=False,
+                    eos_token_id=eos_token_id)
+    common = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, vocab_size=vocab_size, mask_token_id=mask_token_id,
+                  max_position_embeddings=256, rope_theta=10000.0, rms_norm_eps=1e-6, eos_token_id=eos_token_id)
+    if arch == "dream":
+        return dict(model_type="Dream", pad_token_id=0, **common)
+    if arch == "sdar":
+        return dict(model_type="sdar", head_dim=16, block_size=4, attention_bias=False, tie_word_embeddings=False,
+                    **common)
+    raise ValueError(f"arch: {arch!r} is not one of {list(ARCHS)}")
+
+
+def random_model(arch: str, seed: int = 0, scale: float = 1.0, **config) -> DiffusionTransformer:
+    """A tiny random native model (`tiny_config`); `scale` multiplies the weight matrices (sharper logits, so
+    more drafts verify) and norm weights are drawn around 1."""
+    generator = torch.Generator().manual_seed(seed)
+    model = DiffusionTransformer(ArchConfig.from_hf(tiny_config(arch, **config)))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim > 1:
+                p.normal_(0.0, 0.02 * scale, generator=generator)
+            else:
+                p.normal_(1.0, 0.1, generator=generator)
+    return model.eval()
+

@@ -64,30 +64,12 @@ class CountingModel:
         return logits
 
 
-TINY_VOCAB, TINY_MASK = 64, 60
-TINY_CONFIGS = {  # config.json of a tiny random checkpoint of each architecture, in the checkpoints' own keys
-    "llada": dict(model_type="llada", d_model=32, n_heads=4, n_kv_heads=2, n_layers=2, mlp_hidden_size=48,
-                  vocab_size=TINY_VOCAB, embedding_size=TINY_VOCAB, mask_token_id=TINY_MASK, rope_theta=10000.0,
-                  rms_norm_eps=1e-5, max_sequence_length=64, block_type="llama", layer_norm_type="rms",
-                  activation_type="silu", include_bias=False, weight_tying=False, eos_token_id=1),
-    "dream": dict(model_type="Dream", hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, vocab_size=TINY_VOCAB, mask_token_id=TINY_MASK,
-                  max_position_embeddings=64, rope_theta=10000.0, rms_norm_eps=1e-6, eos_token_id=1,
-                  pad_token_id=0),
-    "sdar": dict(model_type="sdar", hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                 num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=TINY_VOCAB,
-                 mask_token_id=TINY_MASK, max_position_embeddings=64, rope_theta=10000.0, rms_norm_eps=1e-6,
-                 block_size=4, eos_token_id=1, attention_bias=False, tie_word_embeddings=False),
-}
+
+TINY_VOCAB, TINY_MASK = 64, 60  # raylab.diffusion.native.tiny_config's defaults
 
 
 def tiny_checkpoint(directory, arch: str, seed: int = 0, scale: float = 1.0):
     """A random native model of `arch` saved with its official weight names; `scale` sharpens its logits."""
-    from raylab.diffusion.native import ArchConfig, DiffusionTransformer, save_native
+    from raylab.diffusion.native import random_model, save_native, tiny_config
 
-    torch.manual_seed(seed)
-    model = DiffusionTransformer(ArchConfig.from_hf(TINY_CONFIGS[arch]))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(scale) if p.ndim > 1 else p.normal_(1.0, 0.1)
-    return save_native(model, directory / arch, TINY_CONFIGS[arch])
+    return save_native(random_model(arch, seed, scale), directory / arch, tiny_config(arch))

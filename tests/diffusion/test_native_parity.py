@@ -118,5 +118,5 @@ def test_bad_decoding_inputs_are_one_line_errors(tmp_path):
     dllm = load_diffusion_lm("llada", tiny_checkpoint(tmp_path, "llada"), dtype=torch.float32, device="cpu")
     with pytest.raises(ValueError, match=r"mask_token_id: 126336 is outside the vocabulary \(size 64\)"):
         dllm.generate(torch.tensor([[1, 2]]), gen_length=4, mask_token_id=126336)
-    with pytest.raises(ValueError, match="prompt length 60 \\+ gen_length 8 exceeds the model's context of 64"):
-        dllm.generate(torch.ones(1, 60, dtype=torch.long), gen_length=8)
+    with pytest.raises(ValueError, match="prompt length 250 \\+ gen_length 8 exceeds the model.s context of 256"):
+        dllm.generate(torch.ones(1, 250, dtype=torch.long), gen_length=8)
