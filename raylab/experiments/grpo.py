@@ -14,16 +14,20 @@ pass@k, each per difficulty when the examples have one). Checkpoints hold the le
 schedule clock); `export_every` writes `save_pretrained` folders (peft adapters for LoRA) under `export/`.
 Figures: grpo_reward.png, grpo_accuracy.png.
 
-The run stops as diverged (exit 3) on a non-finite loss or gradient, and when the policy collapses: reward 0
-and entropy below `collapse_entropy` for `collapse_steps` steps in a row (as `learner.lr=1e4` on grpo_tiny does).
+The run stops as diverged (exit 3) on a non-finite loss or gradient, and when the policy collapses: after
+earning rewards, it earns none for `collapse_steps` steps in a row. Then every group has zero reward variance,
+so the GRPO update is exactly zero and the run cannot recover: `learner.lr=1e4` on grpo_tiny gets there in one
+step (reward 0.62 -> 0, its entropy jumping to the uniform policy's log 99 = 4.6 nats; a collapse onto one wrong
+answer would instead take the entropy to 0; the message reports it either way).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from raylab.config import RunConfig, Section, check_model_path
+from raylab.config import RunConfig, Section, check_model_path, looks_like_path
 from raylab.data.split import SplitRule
 from raylab.grpo.optim import LearnerConfig
 from raylab.plots import plot_lines
@@ -111,15 +115,23 @@ class Config(RunConfig):
     eval_every: int = Field(10, ge=0, description="steps between evaluations; 0: start and end only")
     eval_k: int = Field(0, ge=0, description="samples per eval question for pass@1 and pass@k; 0: greedy only")
     export_every: int = Field(0, ge=0, description="steps between save_pretrained exports; 0: none")
-    collapse_steps: int = Field(3, ge=0, description="steps of reward 0 and entropy < collapse_entropy that end "
-                                "the run as diverged; 0: never")
-    collapse_entropy: float = Field(0.01, ge=0, description="nats per token")
+    collapse_steps: int = Field(3, ge=0, description="steps in a row without any reward, after the policy earned "
+                                "some, that end the run as diverged; 0: never")
 
     @model_validator(mode="after")
     def _checks(self) -> "Config":
         check_model_path(self.policy.model, "policy.model")
         if self.data.task == "gsm8k":
             self.data.split.check_tokenizer("data.split")
+            source = self.data.source
+            if source and looks_like_path(source) and Path(source).expanduser().exists():
+                from raylab.data.gsm8k import split_counts
+
+                counts = split_counts(source, self.data.split)
+                empty = [band for band in ("easy", "hard") if counts[band] == 0]
+                if empty:
+                    raise ValueError(f"data.split: the rule leaves the {empty[0]} subset of {source} empty "
+                                     f"(easy {counts['easy']}, middle {counts['middle']}, hard {counts['hard']})")
         if self.learner.schedule != "constant" and self.learner.warmup_steps >= self.steps:
             raise ValueError(f"learner.warmup_steps: must be < steps for a {self.learner.schedule} schedule "
                              f"(got {self.learner.warmup_steps} >= {self.steps})")
@@ -171,7 +183,7 @@ def run(cfg: Config, ctx) -> dict:
             trainer.load_state_dict(state)
         else:
             ctx.log(trainer.evaluate(), step=0)
-        collapsed = 0
+        collapsed, best = 0, max((r.get("reward_mean", 0.0) for r in ctx.metrics()), default=0.0)
         with ctx.progress(cfg.steps, desc="grpo", initial=completed) as bar:
             for step in range(completed, cfg.steps):
                 try:
@@ -182,11 +194,12 @@ def run(cfg: Config, ctx) -> dict:
                 if done == cfg.steps or (cfg.eval_every and done % cfg.eval_every == 0):
                     metrics.update(trainer.evaluate(done))
                 ctx.log(metrics, step=done)
-                collapsed = collapsed + 1 if (metrics["reward_mean"] == 0 and
-                                              metrics.get("entropy", 1.0) < cfg.collapse_entropy) else 0
+                collapsed = collapsed + 1 if best > 0 and metrics["reward_mean"] == 0 else 0
+                best = max(best, metrics["reward_mean"])
                 if cfg.collapse_steps and collapsed >= cfg.collapse_steps:
-                    raise Diverged(done, "policy (reward 0 and entropy < collapse_entropy) entropy",
-                                   metrics["entropy"], STEP_NAME)
+                    raise Diverged(done, f"policy collapse: entropy {metrics.get('entropy', float('nan')):.3g} "
+                                   f"nats/token, reward_mean {best:.3g} -> 0 for {collapsed} steps; reward_mean",
+                                   0.0, STEP_NAME)
                 if cfg.export_every and done % cfg.export_every == 0:
                     trainer.export(ctx.path("export") / f"step-{done:06d}")
                 if ctx.due(done):

@@ -90,3 +90,61 @@ def test_bad_configs_are_one_line_errors(tiny_model_dir, override, message):
     with pytest.raises(ConfigError, match=message) as err:
         config(tiny_model_dir, **override)
     assert "\n" not in str(err.value)
+
+
+SAMPLE = "tests/data/gsm8k_sample.jsonl"
+
+
+@pytest.mark.parametrize("split, message", [
+    ({"easy_max": 20, "hard_min": 30}, "data.split: the rule leaves the hard subset of .* empty"),
+    ({"easy_max": 4, "hard_min": 3}, "data.split: easy_max: must be < hard_min"),
+    ({"measure": "tokens", "easy_max": 1, "hard_min": 2, "tokenizer": "./no/tokenizer"},
+     "data.split.tokenizer: no such local model directory"),
+])
+def test_bad_gsm8k_split_rules_fail_before_any_model_loads(tiny_model_dir, split, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        config(tiny_model_dir, **{"data.task": "gsm8k", "data.source": SAMPLE, "data.split": split})
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_collapsed_policy_ends_the_run_as_diverged(ray_local, tiny_model_dir, tmp_path):
+    from raylab.results import Diverged
+
+    # lr=1e4 wrecks the policy in one step: no reward afterwards, so no gradient ever again
+    cfg = config("assets/tiny_policy", output_dir=str(tmp_path), steps=8, prompts_per_step=8,
+                 **{"learner.lr": 1e4, "algorithm.reward": "exact_match", "rollout.num_workers": 1,
+                    "rollout.max_new_tokens": 3, "data.digits": 1})
+    run_dir, _ = prepare_run_dir(cfg, None)
+    with pytest.raises(Diverged, match="policy collapse") as err:
+        execute(cfg, run_dir)
+    assert err.value.step < 8
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "diverged" and (run_dir / "grpo_reward.png").exists()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_training_options_run_end_to_end(ray_local, tiny_model_dir, tmp_path):
+    """Dynamic sampling, truncation masking, IS correction, dual-clip, pass@k evaluation and save_pretrained
+    exports in one short run: each leaves its trace in the metrics or the run directory."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = config("assets/tiny_policy", output_dir=str(tmp_path), steps=2, prompts_per_step=4, eval_k=4,
+                 eval_every=2, export_every=2,
+                 **{"algorithm.reward": "exact_match", "algorithm.dynamic_sampling": 2,
+                    "algorithm.mask_truncated": True, "algorithm.is_cap": 2.0, "algorithm.clip_ratio_c": 3.0,
+                    "rollout.num_workers": 1, "rollout.max_new_tokens": 2, "data.digits": 1,
+                    "learner.optimizer": "sgd", "learner.lr": 0.05, "learner.schedule": "cosine"})
+    run_dir, _ = prepare_run_dir(cfg, None)
+    summary = execute(cfg, run_dir)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    trained = [r for r in rows if "reward_mean" in r]
+    assert all(r["groups_trained"] <= 4 <= r["groups_sampled"] for r in trained)
+    assert [r["lr"] for r in trained] == pytest.approx([0.05, 0.0])  # cosine over 2 steps
+    assert {"eval_pass@1", "eval_pass@4", "eval_accuracy"} <= set(rows[-1]) and "eval_pass@4_final" in summary
+    assert rows[-1]["eval_pass@4"] >= rows[-1]["eval_pass@1"]
+    exported = run_dir / "export" / "step-000002"
+    model = AutoModelForCausalLM.from_pretrained(exported)
+    assert model.config.model_type == "llama" and (exported / "tokenizer.json").exists()
