@@ -378,6 +378,9 @@ def format_validation_error(err: ValidationError) -> str:
         msg = "unknown key"
     elif "input" in first and first["type"] != "missing" and not isinstance(first["input"], dict):
         msg += f" (got {first['input']!r})"
+    inner = re.match(r"([A-Za-z_][\w.\[\]]*): ", msg)
+    if key and inner:  # a block's own validator named one of its fields: `data: num_agents: ...` -> `data.num_agents`
+        key, msg = f"{key}.{inner.group(1)}", msg[inner.end():]
     more = err.error_count() - 1
     return (f"{key}: {msg}" if key else msg) + (f" [and {more} more problem{'s' * (more > 1)}]" if more else "")
 

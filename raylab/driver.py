@@ -41,6 +41,19 @@ def _check_reachable(address: str) -> None:
         raise ClusterUnreachable(f"--address {address}: no Ray cluster reachable there ({reason})") from None
 
 
+def _started_cluster() -> str:
+    """`--address auto`: the cluster `ray start` started on this machine (Ray's own `auto` would also join
+    any other user's Ray it finds running here, so raylab reads only the address `ray start` recorded)."""
+    from ray._common.utils import get_ray_address_file
+
+    path = Path(get_ray_address_file(None))
+    found = path.read_text().strip() if path.is_file() else ""
+    if not found:
+        raise ClusterUnreachable(f"--address auto: no Ray cluster was started on this machine with `ray start` "
+                                 f"(no {path}); start one or give host:port")
+    return found
+
+
 @contextlib.contextmanager
 def _terminate_as_interrupt():
     """SIGTERM and SIGHUP raise KeyboardInterrupt in the main thread while Ray runs, so the `finally` that shuts
@@ -71,7 +84,9 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS") or None
-    if address and address != "auto":
+    if address == "auto":
+        address = _started_cluster()
+    if address:
         _check_reachable(address)
     if ray.is_initialized():
         yield
@@ -82,7 +97,8 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
             if address:
                 ray.init(address=address, log_to_driver=True)
             else:
-                ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=dashboard,
+                # "local": always a new instance, never a cluster that `ray start` left on this machine
+                ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=dashboard,
                          dashboard_host="127.0.0.1", log_to_driver=True)
         except ConnectionError as err:
             ray.shutdown()
