@@ -120,9 +120,11 @@ class CooperStep:
 
     def step(self) -> None:
         p, xi = self.problem, self.problem.draw_xi(self.gen)  # drawn first, as cooper's compute_cmp_state does
-        h = p.A @ self.x - p.b
+        zeta = p.draw_zeta(self.gen)  # one draw per roll for a sampled constraint (None for a fixed one)
+        h = p.residual(self.x, zeta)
         self.y = self.y + self.dual_lr * h
-        self.x = p.project(self.x - self.lr * (p.grad(self.x, xi) + p.A.T @ (self.y + self.rho * h)))
+        (At,) = p.transpose_apply(self.x, zeta, self.y + self.rho * h)
+        self.x = p.project(self.x - self.lr * (p.grad(self.x, xi) + At))
         self.samples += 1
         self.t += 1
 

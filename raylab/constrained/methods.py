@@ -184,6 +184,19 @@ class ProxALM(SSLALM):
         return {**_alm_defaults(p, s, mu, rho), "M_y": None}
 
 
+def storm_initial_batch(T: int) -> int:
+    """N = ceil(T^(1/6)) samples average into STORM's first gradient estimate."""
+    return math.ceil(T ** (1.0 / 6.0))
+
+
+def storm_iterations(samples: int) -> int:
+    """The largest T with 2T + N(T) <= samples (two gradient evaluations per iteration)."""
+    T = samples // 2
+    while T > 0 and 2 * T + storm_initial_batch(T) > samples:
+        T -= 1
+    return T
+
+
 class StormALM(Optimizer):
     name = "storm_alm"
     rate = 1.0 / 3.0
@@ -193,14 +206,11 @@ class StormALM(Optimizer):
         self.d = None  # the STORM estimate of grad f(x_t), started lazily so that init is free of sampling
 
     def iterations(self, samples: int) -> int:
-        T = samples // 2
-        while T > 0 and 2 * T + self.initial_batch(T) > samples:
-            T -= 1
-        return T
+        return storm_iterations(samples)
 
     @staticmethod
     def initial_batch(T: int) -> int:
-        return math.ceil(T ** (1.0 / 6.0))
+        return storm_initial_batch(T)
 
     def _defaults(self, p, s, mu, rho):
         return {**_alm_defaults(p, s, mu, rho), "alpha": STORM_ALPHA * s * s}
@@ -241,29 +251,31 @@ class SGDA(Optimizer):
 
 
 class Penalty(Optimizer):
-    """x <- proj_X(x - tau_t (g + rho_t A(zeta')^T v(x, zeta))), y stays 0; the multiplier estimate is rho_t v."""
+    """x <- proj_X(x - tau_t (g + rho_t A(zeta')^T v(x, zeta))), y stays 0; the multiplier estimate is rho_t v.
+    tau_t = tau (1 + t)^-decay / (L + rho_t ||A||^2): `decay` > 0 adds a step decay on top of the curvature bound.
+    With `average` = 1 the output is the running mean of x_1..x_t (kept in z), else the last iterate."""
 
     name = "penalty"
 
     def _defaults(self, p, s, mu, rho):
-        return {"rho": rho, "power": 0.25, "tau": s}
+        return {"rho": rho, "power": 0.25, "tau": s, "decay": 0.0, "average": 0.0}
 
     def penalty(self) -> float:
         return self.hyper["rho"] * (1 + self.t) ** self.hyper["power"]
 
     def step(self) -> None:
         p, rho_t = self.problem, self.penalty()
-        tau_t = self.hyper["tau"] / (p.smoothness + rho_t * p.A_norm ** 2)
+        tau_t = self.hyper["tau"] * (1 + self.t) ** -self.hyper["decay"] / (p.smoothness + rho_t * p.A_norm ** 2)
         grad_f = self._gradient(self.x)
         v = p.residual(self.x, self._zeta())
         (At_v,) = p.transpose_apply(self.x, self._zeta(), v)
         self.x = primal_step(self.x, self.x, grad_f, torch.zeros_like(self.x), At_v, tau=tau_t, rho=rho_t, mu=0.0,
                              project=p.project)
-        self.z = self.x
         self.t += 1
+        self.z = self.z + (self.x - self.z) / self.t if self.hyper["average"] else self.x
 
     def output(self) -> Tensor:
-        return self.x
+        return self.z
 
     def multiplier(self) -> Tensor:
         return self.penalty() * self.problem.residual(self.x)

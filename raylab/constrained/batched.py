@@ -1,0 +1,244 @@
+"""Many runs of one method at once on a sampled-constraint QP: the update rules of `raylab.constrained.methods`
+written over a leading batch dimension, so that a benchmark's seeds and grid points advance together.
+
+    qp = BatchedQP(sampled_constraint_qp(...), noise=0.1, constraint_noise=0.1)
+    runs = batched_runs("ssl_alm", qp, hypers, samples=512_000, seeds=[0, 0, 1, 1])   # one hyper dict per run
+    for done in runs.advance_to(check):            # gradient evaluations so far, the same for every run
+        outputs = runs.output()                     # (B, n): z for the ALMs, x or its average for penalty
+
+f(x; xi) = F(x) + noise (e1^T x + ((e2^T x)^2 - ||x||^2) / 2) and r(x, zeta) = (A + sE) x - (b + se) as in
+`raylab.constrained.problems.sampled_constraint_qp`, X the box [0, 1]^n. Each run draws from its own generator,
+in the order its per-run method does, so run b equals `make_optimizer(problem, method, samples, seed_b, **hyper_b)`
+step for step (tests/constrained/test_batched.py checks it to 1e-12). Methods: ssl_alm, storm_alm, penalty (with
+its decay and averaged output) and cooper_alm (cooper's augmented Lagrangian: one zeta per step, dual ascent first,
+the same as `raylab.bench.alm.CooperStep`). Draws are generated `CHUNK` iterations at a time per run.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from raylab.constrained.methods import storm_initial_batch, storm_iterations
+from raylab.constrained.problem import ConstrainedProblem
+
+Tensor = torch.Tensor
+DT = torch.float64
+CHUNK = 256
+METHODS = ("ssl_alm", "storm_alm", "penalty", "cooper_alm")
+
+
+class BatchedQP:
+    """The data of a sampled-constraint QP on the box, read off the problem (Q and c from its exact gradient)."""
+
+    def __init__(self, problem: ConstrainedProblem, noise: float, constraint_noise: float):
+        n = problem.dim
+        self.n, self.k = n, problem.A.shape[0]
+        origin = torch.zeros(n, dtype=DT)
+        self.c = problem.full_grad(origin)
+        self.Q = torch.stack([problem.full_grad(e) - self.c for e in torch.eye(n, dtype=DT)], 1)
+        self.A, self.b, self.noise = problem.A, problem.b, noise
+        self.s = constraint_noise / math.sqrt(n)
+        self.x0 = problem.x0.clone()
+        self.smoothness, self.A_norm = problem.smoothness, problem.A_norm
+
+    def grad(self, x: Tensor, e1: Tensor, e2: Tensor) -> Tensor:
+        return x @ self.Q.T + self.c + self.noise * (e1 + (e2 * x).sum(-1, keepdim=True) * e2 - x)
+
+    def residual(self, x: Tensor, E: Tensor, e: Tensor) -> Tensor:
+        return x @ self.A.T + self.s * torch.einsum("bkn,bn->bk", E, x) - (self.b + self.s * e)
+
+    def transpose(self, E: Tensor, v: Tensor) -> Tensor:
+        return v @ self.A + self.s * torch.einsum("bkn,bk->bn", E, v)
+
+
+class Draws:
+    """Per-run generators read CHUNK iterations ahead, one call per run and kind of draw (so a batch costs a few
+    generator calls per chunk, not per iteration). `iteration()` gives this iteration's `xi` draws as (e1, e2)
+    and its `zeta` draws as (E, e), each with a leading batch dimension."""
+
+    def __init__(self, seeds: list[int], n: int, k: int, xi_per_iteration: int, zeta_per_iteration: int):
+        self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.n, self.k, self.nx, self.nz = n, k, xi_per_iteration, zeta_per_iteration
+        self.pos = CHUNK
+
+    def _refill(self) -> None:
+        n, k = self.n, self.k
+        self.xi = torch.stack([torch.randn(CHUNK, self.nx, 2, n, generator=g, dtype=DT) for g in self.gens], 1)
+        self.E = torch.stack([torch.randn(CHUNK, self.nz, k, n, generator=g, dtype=DT) for g in self.gens], 1)
+        self.e = torch.stack([torch.randn(CHUNK, self.nz, k, generator=g, dtype=DT) for g in self.gens], 1)
+        self.pos = 0
+
+    def iteration(self) -> tuple[list, list]:
+        """([(e1, e2)] * xi_per_iteration, [(E, e)] * zeta_per_iteration) for the next iteration."""
+        if self.pos == CHUNK:
+            self._refill()
+        i, self.pos = self.pos, self.pos + 1
+        xi = [(self.xi[i, :, j, 0], self.xi[i, :, j, 1]) for j in range(self.nx)]
+        return xi, [(self.E[i, :, j], self.e[i, :, j]) for j in range(self.nz)]
+
+    def initial_xi(self, count: int) -> list[tuple[Tensor, Tensor]]:
+        """`count` xi draws per run before the first iteration (STORM's initial batch)."""
+        d = torch.stack([torch.randn(count, 2, self.n, generator=g, dtype=DT) for g in self.gens], 1)
+        return [(d[j, :, 0], d[j, :, 1]) for j in range(count)]
+
+
+def _column(hypers: list[dict], key: str, default: float | None = None) -> Tensor:
+    values = [h.get(key, default) for h in hypers]
+    return torch.tensor([math.inf if v is None else float(v) for v in values], dtype=DT)[:, None]
+
+
+class BatchedRuns:
+    """B runs of `method`, run b with `hypers[b]` (every hyper-parameter given: no budget defaults here) and
+    generator seed `seeds[b]`, each for the iterations `samples` buys."""
+
+    DRAWS = {"ssl_alm": (1, 2), "storm_alm": (1, 2), "penalty": (1, 2), "cooper_alm": (1, 1)}
+
+    def __init__(self, method: str, qp: BatchedQP, hypers: list[dict], samples: int, seeds: list[int]):
+        if method not in METHODS:
+            raise ValueError(f"method: {method!r} has no batched form; expected one of {list(METHODS)}")
+        if len(hypers) != len(seeds) or not hypers:
+            raise ValueError(f"give one hyper dict per seed (got {len(hypers)} and {len(seeds)})")
+        self.method, self.qp, B = method, qp, len(hypers)
+        self.T = storm_iterations(samples) if method == "storm_alm" else samples
+        keys = {"ssl_alm": ("tau", "eta", "beta", "rho", "mu", "M_y"), "storm_alm": ("tau", "eta", "beta", "rho",
+                "mu", "M_y", "alpha"), "penalty": ("tau", "rho", "power", "decay", "average"),
+                "cooper_alm": ("lr", "dual_lr", "rho")}[method]
+        self.h = {key: _column(hypers, key) for key in keys}
+        self.draws = Draws(seeds, qp.n, qp.k, *self.DRAWS[method])
+        self.x = qp.x0.expand(B, -1).clone()
+        self.z = self.x.clone()
+        self.y = torch.zeros(B, qp.k, dtype=DT)
+        self.d = None
+        self.t = self.samples = 0
+        self.safeguard_resets = torch.zeros(B, dtype=torch.long)
+
+    @property
+    def done(self) -> bool:
+        return self.t >= self.T
+
+    def advance_to(self, samples: int) -> int:
+        """Steps every run until `samples` gradient evaluations (or the end); returns the evaluations so far."""
+        while self.samples < samples and not self.done:
+            self.step()
+        return self.samples
+
+    def output(self) -> Tensor:
+        return self.x if self.method == "cooper_alm" else self.z
+
+    def step(self) -> None:
+        getattr(self, "_" + self.method)()
+        self.t += 1
+
+    def _alm(self, g: Tensor, zetas: list) -> Tensor:
+        """Steps 1-4 of the ALM iteration given the gradient estimate g; returns the pre-step x."""
+        qp, h, x = self.qp, self.h, self.x
+        v = qp.residual(x, *zetas[0])
+        y = self.y + h["eta"] * v
+        fired = torch.linalg.vector_norm(y, dim=1, keepdim=True) >= h["M_y"]
+        self.y = torch.where(fired, torch.zeros_like(y), y)
+        self.safeguard_resets += fired[:, 0]
+        At_y, At_v = qp.transpose(zetas[1][0], self.y), qp.transpose(zetas[1][0], v)
+        self.x = (x - h["tau"] * (g + At_y + h["rho"] * At_v + h["mu"] * (x - self.z))).clamp(0.0, 1.0)
+        self.z = self.z + h["beta"] * (x - self.z)
+        return x
+
+    def _ssl_alm(self) -> None:
+        (xi,), zetas = self.draws.iteration()
+        self.samples += 1
+        self._alm(self.qp.grad(self.x, *xi), zetas)
+
+    def _storm_alm(self) -> None:
+        if self.d is None:
+            n = storm_initial_batch(self.T)
+            grads = [self.qp.grad(self.x, *xi) for xi in self.draws.initial_xi(n)]
+            self.d = sum(grads) / n
+            self.samples += n
+        (xi,), zetas = self.draws.iteration()
+        x_t = self._alm(self.d, zetas)
+        g_new, g_old = self.qp.grad(self.x, *xi), self.qp.grad(x_t, *xi)
+        self.d = g_new + (1.0 - self.h["alpha"]) * (self.d - g_old)
+        self.samples += 2
+
+    def _penalty(self) -> None:
+        qp, h = self.qp, self.h
+        (xi,), zetas = self.draws.iteration()
+        rho_t = h["rho"] * (1 + self.t) ** h["power"]
+        tau_t = h["tau"] * (1 + self.t) ** -h["decay"] / (qp.smoothness + rho_t * qp.A_norm ** 2)
+        g = qp.grad(self.x, *xi)
+        At_v = qp.transpose(zetas[1][0], qp.residual(self.x, *zetas[0]))
+        self.x = (self.x - tau_t * (g + rho_t * At_v)).clamp(0.0, 1.0)
+        self.samples += 1
+        averaged = self.z + (self.x - self.z) / (self.t + 1)
+        self.z = torch.where(h["average"] > 0, averaged, self.x)
+
+    def _cooper_alm(self) -> None:
+        qp, h = self.qp, self.h
+        (xi,), (zeta,) = self.draws.iteration()
+        violation = qp.residual(self.x, *zeta)
+        self.y = self.y + h["dual_lr"] * violation
+        g = qp.grad(self.x, *xi)
+        self.x = (self.x - h["lr"] * (g + qp.transpose(zeta[0], self.y + h["rho"] * violation))).clamp(0.0, 1.0)
+        self.samples += 1
+
+
+class BatchedMeter:
+    """`raylab.constrained.StationarityMeter` for B points at once on a BatchedQP: the same inexact ALM (penalty
+    rho = (L + mu) / sigma_min(A)^2) with FISTA and adaptive restart inside, each run frozen once it meets the
+    tolerance; warm-started per run from its previous solution. Tested against the per-run meter."""
+
+    def __init__(self, qp: BatchedQP, problem: ConstrainedProblem, mu: float, tol: float = 1e-6,
+                 max_outer: int = 300, max_inner: int = 3000):
+        self.qp, self.mu, self.tol, self.max_outer, self.max_inner = qp, mu, tol, max_outer, max_inner
+        self.rho = (problem.smoothness + mu) / max(problem.A_sigma_min ** 2, 1e-12)
+        self.lipschitz = problem.smoothness + mu + self.rho * problem.A_norm ** 2
+        self.x: Tensor | None = None
+        self.y: Tensor | None = None
+
+    def __call__(self, z: Tensor) -> Tensor:
+        """mu ||z_b - xbar(z_b)|| for each row b of z."""
+        return self.mu * torch.linalg.vector_norm(z - self.prox_point(z), dim=1)
+
+    def prox_point(self, z: Tensor) -> Tensor:
+        qp, tol = self.qp, self.tol
+        x = z.clamp(0.0, 1.0) if self.x is None else self.x
+        y = torch.zeros(z.shape[0], qp.k, dtype=DT) if self.y is None else self.y
+        inner_tol = torch.full((z.shape[0],), tol, dtype=DT)
+        active = torch.ones(z.shape[0], dtype=torch.bool)
+        for _ in range(self.max_outer):
+            x_new, inner_done = self._minimize_lagrangian(x, y, z, inner_tol, active)
+            r = x_new @ qp.A.T - qp.b
+            x = torch.where(active[:, None], x_new, x)
+            y = torch.where(active[:, None], y + self.rho * r, y)
+            infeasibility = torch.linalg.vector_norm(r, dim=1)
+            converged = inner_done & (inner_tol <= tol) & (infeasibility <= tol)
+            inner_tol = torch.where(active, torch.clamp(0.1 * infeasibility * self.rho, min=tol), inner_tol)
+            active = active & ~converged
+            if not bool(active.any()):
+                break
+        self.x, self.y, self.converged = x, y, ~active
+        return x
+
+    def _minimize_lagrangian(self, x, y, z, tol, active):
+        qp, step, L = self.qp, 1.0 / self.lipschitz, self.lipschitz
+
+        def grad(v):
+            return v @ qp.Q.T + qp.c + (y + self.rho * (v @ qp.A.T - qp.b)) @ qp.A + self.mu * (v - z)
+
+        v, t = x, torch.ones(x.shape[0], 1, dtype=DT)
+        done = ~active
+        for _ in range(self.max_inner):
+            x_new = (v - step * grad(v)).clamp(0.0, 1.0)
+            met = (torch.linalg.vector_norm(x_new - v, dim=1) * L <= tol) & ~done
+            x = torch.where(met[:, None], x_new, x)
+            done = done | met
+            if bool(done.all()):
+                break
+            restart = ((v - x_new) * (x_new - x)).sum(1) > 0
+            t_new = (1 + torch.sqrt(1 + 4 * t * t)) / 2
+            go = ~done & ~restart
+            v_next = x_new + ((t - 1) / t_new) * (x_new - x)
+            v = torch.where(go[:, None], v_next, torch.where((~done & restart)[:, None], x, v))
+            x = torch.where(go[:, None], x_new, x)
+            t = torch.where(go[:, None], t_new, torch.where((~done & restart)[:, None], torch.ones_like(t), t))
+        return x, done & active
