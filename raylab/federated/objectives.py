@@ -2,15 +2,16 @@
 
     LeastSquares(features)               f_i(x) = 1/(2 n_i) sum_j (a_ij^T x - b_ij)^2     (mean over the agent's rows)
     Logistic(features, classes, bias)    f_i(x) = mean_j cross-entropy (one logit for 2 classes, else softmax)
-    MLP(features, hidden, classes)       one tanh hidden layer, mean cross-entropy (nonconvex)
+    TorchModule(factory, features, classes)   any torch.nn.Module (the built-in `mlp` too), through torch.func
 
 `loss_grad(x, X, Y, w)` takes per-sample weights w (agents, k) with f_i ~ sum_j w_ij loss_ij: the full sample set
 with w = 1/n_i, or an unbiased minibatch of b rows with w = 1/b. `smoothness` estimates each agent's L_i. Least squares and
-logistic regression have their gradients in closed form (cheap enough for a million agents); the MLP uses
-autograd on the batched parameters (agents are independent, so one backward gives every agent's gradient).
+logistic regression have their gradients in closed form (cheap enough for a million agents); a torch module's
+come from torch.func.grad under vmap over the agents (per-agent parameters, one batched evaluation).
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -74,35 +75,74 @@ class Logistic:
         return (logits[:, 0] > 0).long() if self.outputs == 1 else logits.argmax(1)
 
 
-class MLP:
-    def __init__(self, features: int, hidden: int, classes: int):
-        self.shapes = [(features, hidden), (hidden,), (hidden, classes), (classes,)]
-        self.dim = sum(math.prod(s) for s in self.shapes)
+class TorchModule:
+    """Any torch.nn.Module as f_i: its parameters flattened into x, evaluated for all agents of a shard at once
+    with torch.func (functional_call under vmap), so an agent's state is the parameter count. The loss is the
+    mean cross-entropy for class labels (the module returns logits) and half the mean squared error for real
+    targets (the module returns one output per sample)."""
+
+    def __init__(self, factory, features: int, classes: int, where: str = "model.factory"):
+        module = factory(features, classes)
+        if not isinstance(module, torch.nn.Module):
+            raise ValueError(f"{where}: returned a {type(module).__name__}, not a torch.nn.Module")
+        self.module, self.classes = module, classes
+        self.names = [n for n, _ in module.named_parameters()]
+        self.shapes = [p.shape for _, p in module.named_parameters()]
+        self.sizes = [p.numel() for _, p in module.named_parameters()]
+        self.dim = sum(self.sizes)
+        self._initial = torch.cat([p.detach().flatten() for p in module.parameters()]).double()
+
+        from torch.func import functional_call, grad_and_value, vmap
+
+        def agent_loss(flat, X, Y, w):
+            out = functional_call(self.module, self._unflatten(flat), (X,))
+            if self.classes:
+                losses = -torch.log_softmax(out, -1).gather(-1, Y[:, None])[:, 0]
+            else:
+                losses = 0.5 * (out.reshape(len(X)) - Y) ** 2
+            return (w * losses).sum()
+
+        self._loss_grad = vmap(grad_and_value(agent_loss))
+        self._forward = lambda flat, X: functional_call(self.module, self._unflatten(flat), (X,))
+
+    def _unflatten(self, flat: Tensor) -> dict[str, Tensor]:
+        return {n: p.view(shape) for n, p, shape in zip(self.names, flat.split(self.sizes), self.shapes)}
 
     def init(self, seed: int, dtype: torch.dtype) -> Tensor:
-        """Uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) weights, zero biases, the same for every agent."""
-        gen = torch.Generator().manual_seed(seed)
-        parts = []
-        for shape in self.shapes:
-            scale = 1 / math.sqrt(shape[0]) if len(shape) == 2 else 0.0
-            parts.append(((torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 1) * scale).flatten())
-        return torch.cat(parts).to(dtype)
-
-    def _logits(self, x: Tensor, X: Tensor) -> Tensor:
-        W1, b1, W2, b2 = (p.view(len(x), *s) for p, s in zip(x.split([math.prod(s) for s in self.shapes], 1),
-                                                              self.shapes))
-        hidden = torch.tanh(torch.bmm(X, W1) + b1[:, None])
-        return torch.bmm(hidden, W2) + b2[:, None]
+        """The factory's initial parameters (built under torch.manual_seed(seed) by `ModelSpec.objective`)."""
+        return self._initial.to(dtype)
 
     def loss_grad(self, x: Tensor, X: Tensor, Y: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
-        with torch.enable_grad():
-            x = x.detach().requires_grad_(True)
-            loss = -(w * torch.log_softmax(self._logits(x, X), 2).gather(2, Y[:, :, None])[:, :, 0]).sum(1)
-            (grad,) = torch.autograd.grad(loss.sum(), x)
-        return loss.detach(), grad
+        self.module.to(x.dtype)
+        grad, loss = self._loss_grad(x, X, Y, w)
+        return loss, grad
 
     def predict(self, x: Tensor, X: Tensor) -> Tensor:
-        return self._logits(x[None], X[None])[0].argmax(1)
+        self.module.to(x.dtype)
+        out = self._forward(x, X.to(x.dtype))
+        return out.argmax(1) if self.classes else out.reshape(len(X))
+
+
+def mlp(features: int, classes: int, hidden: int = 32) -> torch.nn.Module:
+    """The built-in MLP: one tanh hidden layer (nonconvex); real targets get one output."""
+    return torch.nn.Sequential(torch.nn.Linear(features, hidden), torch.nn.Tanh(),
+                               torch.nn.Linear(hidden, classes or 1))
+
+
+def import_factory(path: str, where: str = "model.factory"):
+    """`package.module:function` -> the function."""
+    import importlib
+
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"{where}: expected 'package.module:function' (got {path!r})")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"{where}: cannot import {path!r} ({type(err).__name__}: {err})") from None
+    if not callable(factory):
+        raise ValueError(f"{where}: {path!r} is not callable")
+    return factory
 
 
 def smoothness(objective, x: Tensor, X: Tensor, Y: Tensor, w: Tensor, start: Tensor, iterations: int = 50) -> Tensor:
@@ -126,17 +166,25 @@ class ModelSpec:
     """The `model:` block: which local objective f_i the agents minimise."""
 
     __pydantic_config__ = ConfigDict(extra="forbid")
-    name: Literal["least_squares", "logistic", "mlp"] = "logistic"
+    name: Literal["least_squares", "logistic", "mlp", "module"] = "logistic"
     hidden: Annotated[int, Field(ge=1)] = 32      # mlp: hidden units
     bias: bool = True                             # logistic: with an intercept
+    factory: str | None = None                    # module: 'package.module:function', (features, classes) -> Module
 
-    def objective(self, features: int, classes: int):
+    def __post_init__(self):
+        if (self.name == "module") != (self.factory is not None):
+            raise ValueError("factory: give it exactly when name is module")
+
+    def objective(self, features: int, classes: int, seed: int = 0):
         if self.name == "least_squares":
             if classes:
                 raise ValueError("model: least_squares needs real-valued targets (data.kind: least_squares)")
             return LeastSquares(features)
-        if not classes:
-            raise ValueError(f"model: {self.name} needs class labels, but the data have real-valued targets")
         if self.name == "logistic":
+            if not classes:
+                raise ValueError("model: logistic needs class labels, but the data have real-valued targets")
             return Logistic(features, classes, self.bias)
-        return MLP(features, self.hidden, classes)
+        factory = import_factory(self.factory) if self.name == "module" else functools.partial(mlp, hidden=self.hidden)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return TorchModule(factory, features, classes)

@@ -45,7 +45,7 @@ class Problem:
         return DTYPES[self.dtype]
 
     def objective(self):
-        return self.model.objective(self.source.dim, self.source.classes)
+        return self.model.objective(self.source.dim, self.source.classes, self.seed)
 
     def initial_point(self) -> torch.Tensor:
         """x_0 = x_i = z at round 0: the same point for every agent and the server."""

@@ -1,4 +1,7 @@
 """The pure federated core (no Ray): random draws, availability, objectives, rounds, snapshots, the methods."""
+import copy
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +10,7 @@ from raylab.federated import rng
 from raylab.federated.availability import Availability
 from raylab.federated.data import DataSpec
 from raylab.federated.methods import AlmHyper, LocalHyper
-from raylab.federated.objectives import MLP, LeastSquares, Logistic, ModelSpec, smoothness
+from raylab.federated.objectives import LeastSquares, Logistic, ModelSpec, TorchModule, mlp, smoothness
 from raylab.federated.server import LocalPool, Server, restore, snapshot
 from raylab.federated.simulate import make_methods
 from raylab.federated.spec import Problem
@@ -69,7 +72,8 @@ def test_bad_availability_is_one_line_value_error():
 
 
 @pytest.mark.parametrize("objective, classes", [(LeastSquares(6), 0), (Logistic(6, 2, bias=False), 2),
-                                                (Logistic(6, 4), 4), (MLP(6, 5, 3), 3)])
+                                                (Logistic(6, 4), 4), (TorchModule(functools.partial(mlp, hidden=5), 6, 3), 3),
+                                                (TorchModule(mlp, 6, 0), 0)])
 def test_closed_form_gradients_match_autograd_per_agent(objective, classes):
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(3, objective.dim, generator=gen, dtype=torch.float64)
@@ -86,6 +90,14 @@ def test_closed_form_gradients_match_autograd_per_agent(objective, classes):
 
 
 def _autograd_loss(objective, x, X, Y, w):
+    if isinstance(objective, TorchModule):         # the module itself, its parameters set from the row x
+        module = copy.deepcopy(objective.module).double()
+        params = dict(zip(objective.names, x[0].split(objective.sizes)))
+        out = torch.func.functional_call(module, {k: v.view(s) for (k, v), s in zip(params.items(), objective.shapes)},
+                                         (X[0],))
+        if objective.classes:
+            return (w[0] * torch.nn.functional.cross_entropy(out, Y[0], reduction="none")).sum()
+        return (w[0] * 0.5 * (out[:, 0] - Y[0]) ** 2).sum()
     if isinstance(objective, LeastSquares):
         return 0.5 * (w * (torch.bmm(X, x[:, :, None])[:, :, 0] - Y) ** 2).sum()  # w = 1/n_i: the mean
     logits = objective._logits(x, X)
