@@ -92,22 +92,22 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
         yield
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    with _terminate_as_interrupt():
-        try:
-            if address:
-                ray.init(address=address, log_to_driver=True)
-            else:
-                # "local": always a new instance, never a cluster that `ray start` left on this machine
-                ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=dashboard,
-                         dashboard_host="127.0.0.1", log_to_driver=True)
-        except ConnectionError as err:
-            ray.shutdown()
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ClusterUnreachable(f"--address {address}: {first}") from None
-        try:
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=True)
+        else:
+            # "local": always a new instance, never a cluster that `ray start` left on this machine
+            ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=dashboard,
+                     dashboard_host="127.0.0.1", log_to_driver=True)
+    except ConnectionError as err:
+        ray.shutdown()
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ClusterUnreachable(f"--address {address}: {first}") from None
+    try:
+        with _terminate_as_interrupt():  # after ray.init, which installs its own SIGTERM handler
             yield
-        finally:
-            ray.shutdown()
+    finally:
+        ray.shutdown()
 
 
 def ray_session(cfg: RunConfig, address: str | None = None):

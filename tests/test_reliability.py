@@ -202,3 +202,47 @@ def test_an_unreachable_address_fails_fast_in_one_line_and_writes_nothing(tmp_pa
     assert main(["run", str(toy_config(tmp_path)), "--address", "127.0.0.1:9"]) == 2
     assert "--address 127.0.0.1:9: no Ray cluster reachable there" in one_line(capsys)
     assert time.monotonic() - start < 30 and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_sigterm_stops_the_run_with_the_resume_command_and_shuts_down_every_ray_process(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    import psutil
+
+    temp = tempfile.mkdtemp(prefix="rl", dir="/tmp")  # this run's Ray session lives here: its processes name it
+    path = toy_config(tmp_path, steps=100000, sleep_s=0.05, **{"ray": {"num_cpus": 1, "dashboard": True}})
+    env = {**os.environ, "RAY_ADDRESS": "", "RAY_TMPDIR": temp}
+    proc = subprocess.Popen([sys.executable, "-m", "raylab.cli", "run", str(path)], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "runs").glob("*/metrics.jsonl")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+    def ray_processes():
+        found = []
+        for p in psutil.process_iter(["cmdline"]):
+            try:
+                if any(temp in part for part in p.info["cmdline"] or []):
+                    found.append(p)
+            except psutil.Error:
+                pass
+        return found
+
+    assert ray_processes(), "the run should have started Ray under its temp dir"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1] == f"raylab: error: interrupted; resume with: raylab run {path} --resume {run_dir}"
+    deadline = time.monotonic() + 15
+    while ray_processes() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = [" ".join(p.info["cmdline"][:2]) for p in ray_processes()]
+    assert not left, f"still running after the driver ended: {left}"
