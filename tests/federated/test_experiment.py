@@ -33,7 +33,7 @@ def config_file(tmp_path, **extra):
     ("availability.kind=markov availability.p=0.9 availability.mean_on=2", "needs mean_on >= p / (1 - p) = 9"),
     ("methods=[ssl_alm,fedsgd]", "methods.1: Input should be 'ssl_alm', 'fedavg', 'fedprox' or 'scaffold' (got 'fedsgd')"),
     ("data.kind=synthetic data.num_agents=1000000000000", "data.num_agents: needs about"),
-    ("data.kind=arrays data.path=/nonexistent.npz", "data: path: no such file '/nonexistent.npz'"),
+    ("data.kind=arrays data.path=/nonexistent.npz", "data.path: no such file '/nonexistent.npz'"),
     ("alm.fresh_rho_draw=true", "fresh_rho_draw: needs residual: unbiased"),
     ("baselines.weighting=size", "baselines.weighting: Input should be 'uniform' or 'samples'"),
     ("alm.eta=-1", "alm.eta: Input should be greater than 0"),
