@@ -50,6 +50,10 @@ def test_kuberay_manifests_match_this_ray_and_run_a_real_experiment():
             for group in groups:
                 (container,) = group["template"]["spec"]["containers"]
                 assert container["image"] and container["resources"]["limits"]["cpu"]
+    for doc in docs:  # the RayJob submitter and the operator talk to the dashboard through the head Service
+        if doc["kind"] in ("RayCluster", "RayJob"):
+            head = doc["spec"].get("rayClusterSpec", doc["spec"])["headGroupSpec"]
+            assert head["rayStartParams"].get("dashboard-host") == "0.0.0.0", doc["kind"]
     (job,) = [d for d in docs if d["kind"] == "RayJob"]
     command, _, config, *overrides = shlex.split(job["spec"]["entrypoint"])
     assert command == "raylab"
