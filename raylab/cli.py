@@ -109,9 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{', '.join(sorted(p.name for p in run_dir.glob('*.png'))) or 'none'})")
             return 0
         if args.command == "tune":
-            from raylab.tune import sweep
-
-            from raylab.tune import FAILED
+            from raylab.tune import FAILED, sweep
 
             if cfg.sweep is None:
                 raise ConfigError(f"{args.config}: sweep: the config has no sweep: block to tune")

@@ -79,7 +79,8 @@ CASES += [
     ("p>1", "check", _federated(), ["availability.p=1.5"], None, ["availability.p"], "federated"),
     ("fed-sweep-grid-2nd", "tune", "federated_sweep.yaml", [], {"availability.p": {"grid": [0.1, 3.0]}},
      ["sweep.space.availability.p.grid[1]"], "federated"),
-    ("fed-sweep-loguniform-high", "tune", "federated_sweep.yaml", [], {"alm.eta": {"loguniform": [0.005, float("inf")]}},
+    ("fed-sweep-loguniform-high", "tune", "federated_sweep.yaml", [],
+     {"alm.eta": {"loguniform": [0.005, float("inf")]}},
      ["sweep.space.alm.eta.loguniform", "finite"], None),
     ("fed-sweep-randint-float", "tune", "federated_sweep.yaml", [], {"rounds": {"randint": [10, 20.5]}},
      ["sweep.space.rounds.randint", "expected an integer"], None),
@@ -123,7 +124,7 @@ CASES += [
     ("override-into-value", "run", "alm_ncqp.yaml", ["samples.x=1"], None, ["samples", "is a value"], None),
     ("tune-no-sweep", "tune", "alm_rates.yaml", [], None, ["no sweep: block"], None),
 ]
-XFAIL_OWNERS = ("diffusion",)  # owners whose validators have not landed: their rows are strict xfails
+XFAIL_OWNERS = ()  # owners whose validators have not landed: their rows are strict xfails
 ROWS = [pytest.param(command, yml, overrides, space, words, id=ident,
                      marks=[pytest.mark.xfail(strict=True, reason=f"validator not landed yet; owner: {owner} engineer")]
                      if owner in XFAIL_OWNERS else [])

@@ -3,8 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from raylab.config import load_config, to_dict
-from raylab.config import check_sweep_space
+from raylab.config import check_sweep_space, load_config, to_dict
 
 EXPERIMENTS = sorted((Path(__file__).parents[1] / "experiments").glob("*.yaml"))
 

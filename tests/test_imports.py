@@ -3,10 +3,11 @@ sys.modules after each, so the first module that pulls Ray in is named."""
 import subprocess
 import sys
 
-PURE = ["raylab.config", "raylab.results", "raylab.cli", "raylab.constrained", "raylab.diffusion", "raylab.grpo",
-        "raylab.grpo.advantages", "raylab.grpo.loss", "raylab.grpo.bandit", "raylab.grpo.rewards", "raylab.grpo.policy", "raylab.grpo.learner",
-        "raylab.grpo.rollout", "raylab.grpo.rollout.hf", "raylab.grpo.rollout.torch_decoder", "raylab.grpo.rollout.vllm", "raylab.data",
-        "raylab.data.arithmetic", "raylab.federated"]
+PURE = ["raylab.config", "raylab.results", "raylab.plots", "raylab.cli", "raylab.constrained", "raylab.diffusion",
+        "raylab.grpo", "raylab.grpo.advantages", "raylab.grpo.loss", "raylab.grpo.bandit", "raylab.grpo.rewards",
+        "raylab.grpo.policy", "raylab.grpo.learner", "raylab.grpo.rollout", "raylab.grpo.rollout.hf",
+        "raylab.grpo.rollout.torch_decoder", "raylab.grpo.rollout.vllm", "raylab.data", "raylab.data.arithmetic",
+        "raylab.federated"]
 
 CHECK = """
 import importlib, sys

@@ -121,7 +121,9 @@ def test_federated_run_on_two_nodes_equals_a_local_run(cluster, ray_local, tmp_p
     driver.run(load_config(federated_yaml(), [*small, f"output_dir={tmp_path / 'local'}"]))
     raylab("run", federated_yaml(), *small, "--address", cluster.address, f"output_dir={tmp_path / 'remote'}",
            cwd=tmp_path)
-    strip = lambda rows: [{k: v for k, v in r.items() if "time" not in k and "seconds" not in k} for r in rows]
+    def strip(rows):  # wall-clock timings differ between any two runs
+        return [{k: v for k, v in r.items() if "time" not in k and "seconds" not in k} for r in rows]
+
     assert strip(read_metrics(only_run(tmp_path / "remote"))) == strip(read_metrics(only_run(tmp_path / "local")))
     assert len(actor_nodes(cluster.address, "ShardActor")) == 2
 

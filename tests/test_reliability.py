@@ -240,7 +240,8 @@ def test_sigterm_stops_the_run_with_the_resume_command_and_shuts_down_every_ray_
     _, err = proc.communicate(timeout=60)
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert proc.returncode == 130
-    assert err.strip().splitlines()[-1] == f"raylab: error: interrupted; resume with: raylab run {path} --resume {run_dir}"
+    hint = f"raylab: error: interrupted; resume with: raylab run {path} --resume {run_dir}"
+    assert err.strip().splitlines()[-1] == hint
     deadline = time.monotonic() + 15
     while ray_processes() and time.monotonic() < deadline:
         time.sleep(0.5)

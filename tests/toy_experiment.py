@@ -1,9 +1,10 @@
 """A minimal experiment for the foundation's tests: noisy SGD on f(x) = (x - target)^2 / 2.
 
 Named in YAML by its dotted path (`experiment: toy_experiment`, with tests/ on the path). Knobs for the
-reliability tests: at step `fail_at` the run raises a RuntimeError once (`fail: once`, a marker file records that
-it already failed), every time (`always`), a ConfigError (`config`), or logs a NaN loss (`nan`); `sleep_s` slows each step down (to
-interrupt a run); `lr` > 2 makes the iterate grow geometrically until the loss overflows (a divergence).
+reliability tests: at step `fail_at` the run raises a RuntimeError once (`fail: once`, a marker file records
+that it already failed), every time (`always`), a ConfigError (`config`), or logs a NaN loss (`nan`);
+`sleep_s` slows each step down (to interrupt a run); `lr` > 2 makes the iterate grow geometrically until the
+loss overflows (a divergence).
 Each start of `run` appends a line to `attempts` in the run directory, so a test can count retries.
 With `actors: N` the gradient noise comes from N Ray actors (spread over the cluster's nodes, each with its own
 seeded generator, averaged), and the summary says on how many nodes the actors and the run itself were.
