@@ -22,7 +22,6 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
-from raylab.plots import plot_lines  # noqa: F401  (transitional re-export; import it from raylab.plots)
 
 CHECKPOINTS_KEPT = 2
 
@@ -288,22 +287,6 @@ class RunContext:
         if candidates:
             raise ValueError(f"{self._ckpt_dir}: no readable checkpoint (tried {len(candidates)})")
         return None
-
-    # --- transitional: the old checkpoint calls, until every experiment uses resume()/checkpoint() ----------
-    def should_checkpoint(self, log_index: int) -> bool:
-        return self.due(log_index)
-
-    def save_checkpoint(self, state: dict, step: int) -> Path:
-        return self._save(step, state)
-
-    def load_checkpoint(self) -> tuple[int, dict] | None:
-        found = self._load()
-        return None if found is None else (found[0], found[2])
-
-    def truncate_metrics(self, after_step: int) -> None:
-        rows = [r for r in self.metrics() if r.get("step", 0) <= after_step]
-        atomic_write(self._metrics_path, "".join(json.dumps(r) + "\n" for r in rows).encode())
-        self._rows = len(rows)
 
     # --- output ----------------------------------------------------------------------------------------------
     def progress(self, total: int, desc: str = "", initial: int = 0):
