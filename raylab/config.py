@@ -299,6 +299,9 @@ def validate(data: Any, source: str = "config") -> RunConfig:
     experiment = data.get("experiment")
     if not isinstance(experiment, str):
         raise ConfigError(f"{source}: experiment: missing or not a string; expected one of {sorted(EXPERIMENTS)}")
+    if "resume_overrides" in data:
+        raise ConfigError(f"{source}: resume_overrides: this is a resumed run's config.yaml, which used its values "
+                          "only until each override's from_step; remove resume_overrides to rerun the original")
     cls = config_class(experiment)
     try:
         cfg = cls.model_validate(data)

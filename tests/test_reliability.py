@@ -126,6 +126,8 @@ def test_resume_with_a_changed_config_is_refused_then_recorded_with_override(cra
     assert main(["run", str(path), "lr=0.1", "--resume", str(run_dir)]) == 0
     assert main(["run", str(path), "--resume", str(run_dir)]) == 2
     assert "lr (0.1 -> 0.3)" in one_line(capsys)
+    assert main(["check", str(run_dir / "config.yaml")]) == 2  # not silently rerun as if one config held throughout
+    assert "resume_overrides: this is a resumed run's config.yaml" in one_line(capsys)
 
 
 @pytest.mark.ray
