@@ -4,7 +4,7 @@
                        defaults=dict(method="freedave", gen_length=12, block_length=12, draft_steps=8,
                                      mask_token_id=11))
     refs = [pool.submit(prompt) for prompt in prompts]      # one request per prompt (a 1-D LongTensor)
-    results = ray.get(refs)                                  # dicts: sequence, nfe, decode_step, batch_size
+    results = ray.get(refs)                    # dicts: sequence, nfe, model_calls, decode_step, batch_size
     pool.shutdown()
 
 Each actor is an asyncio actor: requests queue up while it decodes, and the next batch takes up to `max_batch`
@@ -74,7 +74,8 @@ class DecoderActor:
         self.batches.append(len(batch))
         for i, (*_, done) in enumerate(batch):
             done.set_result({"sequence": out.sequences[i], "nfe": int(out.nfe[i]),
-                             "decode_step": out.decode_step[i], "batch_size": len(batch)})
+                             "model_calls": int(out.model_calls[i]), "decode_step": out.decode_step[i],
+                             "batch_size": len(batch)})
 
 
 def _batch_key(request) -> tuple:

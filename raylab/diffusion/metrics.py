@@ -17,8 +17,9 @@ import torch
 
 def decode_metrics(sequences: torch.Tensor, nfe: torch.Tensor, seconds: float, prompt_length: int, *,
                    static_sequences: torch.Tensor | None = None, correct: torch.Tensor | None = None,
-                   model_calls: torch.Tensor | None = None) -> dict:
-    tokens = (sequences.shape[1] - prompt_length) * sequences.shape[0]
+                   model_calls: torch.Tensor | None = None, tokens: int | None = None) -> dict:
+    """`tokens`: answer tokens in all, when answers differ in length (default: from the shapes)."""
+    tokens = tokens or (sequences.shape[1] - prompt_length) * sequences.shape[0]
     out = {"tokens_per_nfe": tokens / float(nfe.sum()), "tokens_per_s": tokens / seconds}
     if static_sequences is not None:
         out["exact_match"] = float((sequences.cpu() == static_sequences.cpu()).all(dim=1).double().mean())
