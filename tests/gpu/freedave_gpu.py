@@ -1,9 +1,11 @@
 """FreeDave on a CUDA GPU: a prepared check, run by hand where a GPU exists (not part of the CPU test suite).
 
-    python tests/gpu/freedave_gpu.py [OUT_DIR]          # about 2 minutes on one H100
+    python tests/gpu/freedave_gpu.py [OUT_DIR]          # a few minutes on one H100
+    RAYLAB_DIFFUSION_CHECKPOINTS=/models/TraDo-4B-Instruct,/models/LLaDA-8B-Instruct python tests/gpu/freedave_gpu.py
 
-1. The committed tiny MDLM on CUDA in float32 and float64: FreeDave's output vs static's (exact-match rate),
-   tokens per NFE and wall-clock tokens/s at batch 1 and 16 (`raylab bench freedave --device cuda`).
+1. `raylab bench freedave --device cuda --batch 1,4,16` on the tiny MDLM and a random native model of each
+   architecture, then on each real checkpoint listed in RAYLAB_DIFFUSION_CHECKPOINTS (local directories; weights
+   are never downloaded here): tokens/NFE, tokens/s and exact match vs static per batch size.
 2. A random 12-layer, d=1024 TinyMDLM (~220M parameters) with a 256-token answer, where a forward pass costs
    real GPU time: static vs FreeDave (k = 4, 8) NFE and wall clock at batch 1, block-causal with and without the
    prefix cache (outputs compared). A random model's confidences are low, so few drafts verify: this part
@@ -38,11 +40,13 @@ def main() -> int:
         return 1
     out_dir = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("OUT", ".")
     results = {"device": torch.cuda.get_device_name()}
-    for batch in (1, 16):
+    real = [p for p in os.environ.get("RAYLAB_DIFFUSION_CHECKPOINTS", "").split(",") if p]
+    for models in ["tiny,llada,dream,sdar", *real]:
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
-            bench(["--device", "cuda", "--batch", str(batch), "--samples", "64", "--repeats", "3"])
-        results[f"tiny_bench_batch{batch}"] = buf.getvalue()
+            bench(["--device", "cuda", "--batch", "1,4,16", "--samples", "64", "--repeats", "3", "--model", models,
+                   "--output-dir", out_dir])
+        results[f"bench {models}"] = buf.getvalue()
         print(buf.getvalue())
 
     torch.manual_seed(0)
@@ -69,7 +73,7 @@ def main() -> int:
         runs["static_block_causal_cache"]["sequence"] == runs["static_block_causal"]["sequence"])
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
-    print(json.dumps({k: v for k, v in results.items() if not k.startswith("tiny_bench")}, indent=2))
+    print(json.dumps({k: v for k, v in results.items() if not k.startswith("bench ")}, indent=2))
     return 0
 
 
