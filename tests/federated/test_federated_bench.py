@@ -1,5 +1,5 @@
-"""`raylab bench federated`: both sides compute the same local update, and the benchmark runs end to end.
-(The speed figures themselves come from running the benchmark, never from tests.)"""
+"""`raylab bench federated`: both sides compute the same local update, the Flower environment is found or named
+in one line, and the benchmark runs end to end. (The speed figures come from running the bench, never tests.)"""
 import json
 
 import numpy as np
@@ -22,14 +22,35 @@ def test_flower_clients_do_the_same_local_update_as_raylab_agents():
     np.testing.assert_allclose(w[0].numpy(), flower, rtol=1e-4, atol=1e-5)
 
 
+def test_a_missing_flower_environment_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("RAYLAB_FLOWER_PYTHON", raising=False)
+    with pytest.raises(ValueError, match="--flower-python: not given and RAYLAB_FLOWER_PYTHON is not set"):
+        bench.flower_python(None)
+    monkeypatch.setenv("RAYLAB_FLOWER_PYTHON", str(tmp_path / "nope" / "python"))
+    with pytest.raises(ValueError, match="--flower-python: no such interpreter"):
+        bench.flower_python(None)
+
+
+def test_the_target_and_gradient_parts_write_a_run_directory(tmp_path):
+    assert bench.main(["--parts", "target,gradients", "--max-rounds", "600", "--grad-agents", "300",
+                       "--grad-rounds", "2", "--output-dir", str(tmp_path)]) == 0
+    (run_dir,) = tmp_path.iterdir()
+    results = json.loads((run_dir / "results.json").read_text())
+    rounds = {r["method"]: r["rounds"] for r in results["target"]}
+    assert rounds["ssl_alm"] and rounds["scaffold"] and rounds["fedavg"] is None   # drift: FedAvg never gets there
+    assert results["gradients"]["raylab_grad_per_s"] > 0 and results["gradients"]["numpy_grad_per_s"] > 0
+    assert "raylab / numpy" in (run_dir / "results.md").read_text()
+    assert json.loads((run_dir / "settings.json").read_text())["machine"]["load_avg_1m"] >= 0
+
+
 @pytest.mark.ray
 @pytest.mark.slow
-def test_the_benchmark_runs_and_writes_its_figures(tmp_path, ray_local, capsys):
-    out = tmp_path / "bench.json"
-    assert bench.main(["--agents", "400", "--rounds", "2", "--alm-rounds", "1", "--flower-max-agents", "0",
-                       "--out", str(out)]) == 0
-    (row,) = json.loads(out.read_text())["rows"]
+def test_the_throughput_part_runs_on_actors(tmp_path, ray_local):
+    assert bench.main(["--parts", "throughput", "--agents", "400", "--rounds", "2", "--alm-rounds", "1",
+                       "--no-flower", "--output-dir", str(tmp_path)]) == 0
+    (run_dir,) = tmp_path.iterdir()
+    (row,) = json.loads((run_dir / "results.json").read_text())["throughput"]
     assert row["agents"] == 400 and row["updates"] > 0 and row["updates_per_s"] > 0
-    # a shard holds p_i, the on/off state, x_i, y_i, z_i (32 floats each) and a row count per agent
-    assert row["bytes_per_agent"] == pytest.approx(4 + 1 + 3 * 32 * 4 + 8)
-    assert "raylab upd/s" in capsys.readouterr().out
+    # a shard holds p_i, the on/off state, SSL-ALM's x, y, z, anchor, sent x and y (32 floats each), the agent's
+    # 64 pool-row indices (int32) and its row count
+    assert row["bytes_per_agent"] == pytest.approx(4 + 1 + 6 * 32 * 4 + 64 * 4 + 8)
