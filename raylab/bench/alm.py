@@ -1,63 +1,71 @@
-"""`raylab bench alm`: samples needed to reach stationarity <= eps on the nonconvex QP, raylab vs baselines.
+"""`raylab bench alm`: samples needed to reach stationarity <= eps, raylab's ALMs against tuned baselines.
 
-    raylab bench alm                   # eps 1e-2, cap 64000 samples per run, 3 seeds (6.5 min on one core)
-    raylab bench alm --quick           # a smoke run: one point per baseline, budget 8000, 1 seed
-    raylab bench alm --wide-alm        # the ALMs tuned over 108 points each, as wide as the baselines' grids
+    raylab bench alm                   # both instances, the protocol below (minutes on 2 CPUs)
+    raylab bench alm --quick           # a smoke run: one grid point per method, 1 + 2 seeds, small caps
 
-Contenders: ssl_alm and storm_alm (raylab), and the baselines penalty and sgda (raylab.constrained.methods) and
-cooper's AugmentedLagrangian formulation with SGD on x and on the multipliers (AlternatingDualPrimalOptimizer,
-x projected onto the box after each step; run through `CooperStep`, a plain-torch transcription checked
-against cooper itself at the start of every bench run). Every grid point of every contender runs on seeds
-0..seeds-1; a contender's figure is the lowest median over its grid (`tune`). ssl_alm and storm_alm scale their
-default tau, eta, beta for a 16000-sample run by c in {1/3, 1, 3, 9}; the baselines' grids (`grids`) were
-widened until each best point was inside them. The ALMs are also measured at x (the baselines' convention).
+Instances. `stochastic` (the seed's regime): sampled_constraint_qp(dim=20, constraints=5, X=box, m=1, M=10,
+noise=0.1, constraint_noise=0.1, seed=0), A and b sampled, two zeta draws per iteration for every method but
+cooper (one per roll, as cooper computes one violation); eps in {0.1, 0.03, 0.01}, cap 512000 gradient
+evaluations per run. `fixed`: the same QP with an exact constraint (constraint_noise=0), eps 0.01, cap 64000.
 
-Samples are gradient evaluations of f. A run "reaches" eps at the first check (checks on a geometric grid, ratio
-1.15) after which three consecutive checks are all <= eps; runs stop there or at the cap. Stationarity is
-mu ||p - xbar(p)|| with p = z for the ALMs (their output) and p = x for the others (theirs). Runs that can no
-longer beat their contender's best median stop early (exact: see `samples_to_eps`, `tune`). The run prints a
-table and the ratio best-baseline / best-raylab.
+Contenders: ssl_alm and storm_alm (raylab) against penalty (rho_t = rho (1+t)^power, an extra step decay
+(1+t)^-decay, last or averaged iterate), sgda, and cooper's AugmentedLagrangian with SGD on x and the
+multipliers (`CooperStep`, a plain-torch transcription checked against cooper itself at the start of every run).
+Every run uses constant hyper-parameters from its grid (`grids`): at least 24 points per ALM (step scale, beta
+ratio, rho ratio; STORM's alpha too), 36 for penalty, 20 for sgda, 27 for cooper.
 
-Measured (`taskset -c 1 raylab bench alm --num-cpus 1`, 374 s): median samples ssl_alm 5725, storm_alm 5726,
-penalty 2152, sgda 15228, cooper 4978; ALMs at x not within 64000. Ratio best baseline / best raylab 0.38: the
-target of 3 is missed, the tuned penalty method wins (docs/constrained.md, "Measured here").
+Protocol. Each grid point runs on seeds 0-2; for each eps a method's pick is its point with the lowest median
+samples-to-eps (`raylab.constrained.samples_to_reach`: the first check, on a geometric grid of ratio 1.25, from
+which 3 consecutive checks are <= eps); the picks are then rerun on 10 fresh seeds (100-109) and their median is
+the figure reported, so luck in the pick does not carry over. Stationarity is mu ||p - xbar(p)|| at the method's
+output p (z for the ALMs, x or its average for the others). All runs of a method advance together as one batch
+(`raylab.constrained.batched`, tested equal to the per-run methods). Each figure is given in the three counts:
+gradient evaluations (the budget), oracle calls (draws of xi; STORM's two-point call is one), constraint samples.
 """
 from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
 import statistics
 import time
 
 import torch
 
-from raylab.constrained import make_optimizer, nonconvex_qp
-from raylab.constrained.stationarity import StationarityMeter
+from raylab.bench.common import add_bench_args, bench_run, finish, markdown_table
+from raylab.constrained import make_optimizer, nonconvex_qp, sampled_constraint_qp, samples_to_reach
+from raylab.constrained.batched import BatchedMeter, BatchedQP, BatchedRuns
+from raylab.constrained.methods import default_rho, storm_initial_batch, storm_iterations
+from raylab.constrained.stationarity import default_mu
 
-HOLD = 3  # consecutive checks that must stay <= eps
-CHECK_RATIO = 1.15
-PROBLEM = dict(dim=20, constraints=5, X="box", m=1.0, M=10.0, noise=0.1, seed=0)
-BUDGET = 64000  # default cap per run
-ALM_HORIZON = 16000  # the run length whose default step sizes the ALMs' grid scales
-ALM_SCALES = (3.0, 1.0, 9.0, 1 / 3)
-# --wide-alm: the ALMs' hyper-parameters scaled one by one (108 points, about the penalty grid's 75)
-ALM_WIDE = dict(tau=(1, 3, 9, 27), eta=(0.3, 1, 3), beta=(1, 3, 9), rho=(0.1, 1, 3))
-# baselines, best-known point first. Units: penalty rho in L/||A||^2 (tau >= 2 is unstable: its step is
-# tau / curvature bound), sgda steps in 1/L, cooper lr in 1/(L + rho ||A||^2), dual_lr in rho, rho in L/||A||^2
-PENALTY_TAUS, PENALTY_RHOS = (1.9, 1.5, 1.0), (0.03, 0.1, 0.01, 0.3, 1.0)
-PENALTY_POWERS = (1.25, 1.0, 1.5, 0.75, 0.5)
+QP = dict(dim=20, constraints=5, X="box", m=1.0, M=10.0, noise=0.1, seed=0)
+INSTANCES = {"stochastic": dict(constraint_noise=0.1, eps=(0.1, 0.03, 0.01), cap=512_000),
+             "fixed": dict(constraint_noise=0.0, eps=(0.01,), cap=64_000)}
+OURS, BASELINES = ("ssl_alm", "storm_alm"), ("penalty", "sgda", "cooper_alm")
+TUNE_SEEDS, FRESH_SEEDS = (0, 1, 2), tuple(range(100, 110))
+HOLD, CHECK_FIRST, CHECK_RATIO = 3, 200, 1.25
+ALM_HORIZON = 16000  # the run length whose default step sizes the ALMs' step scale multiplies
+# grids, each factor relative to the method's defaults (ALMs), rho0 = default_rho, L and L + rho ||A||^2
+SSL_GRID = dict(scale=(1, 1 / 3, 1 / 10, 1 / 30), beta=(1, 3), rho=(1 / 3, 1, 3))
+STORM_GRID = dict(scale=(1, 1 / 3, 1 / 10), beta=(1, 3), rho=(1, 3), alpha=(1, 10))
+PENALTY_GRID = dict(rho=(0.1, 1, 10), power=(0.5, 1.0, 1.5), decay=(0.0, 0.5), average=(0.0, 1.0))
+PENALTY_TAU = 1.9  # its step is tau / (L + rho_t ||A||^2); 2 is the stability limit
 SGDA_TAUS, SGDA_ETAS = (0.003, 0.01, 0.001, 0.03, 0.1), (1.0, 3.0, 0.3, 0.1)
-COOPER_RHOS, COOPER_LRS, COOPER_DUAL_LRS = (10.0, 1.0, 30.0), (0.1, 0.03, 0.3, 0.01), (0.5, 0.1, 2.0)
+COOPER_RHOS, COOPER_LRS, COOPER_DUAL_LRS = (10.0, 1.0, 30.0), (0.1, 0.03, 0.3), (0.5, 0.1, 2.0)
 
 
-def check_points(budget: int, first: int = 200) -> list[int]:
+def check_points(cap: int, first: int = CHECK_FIRST) -> list[int]:
     points, s = [], float(first)
-    while s < budget:
+    while s < cap:
         points.append(int(s))
         s *= CHECK_RATIO
-    return points + [budget]
+    return points + [cap]
+
+
+def instance(name: str):
+    spec = INSTANCES[name]
+    problem = sampled_constraint_qp(**QP, constraint_noise=spec["constraint_noise"])
+    return problem, BatchedQP(problem, QP["noise"], spec["constraint_noise"])
 
 
 class CooperALM:
@@ -135,7 +143,7 @@ class CooperStep:
 def cooper_gap(hyper: dict, steps: int, seed: int = 0) -> float:
     """Largest |x_cooper - x_CooperStep| over `steps` rolls from the same seed."""
     torch.set_num_threads(1)
-    p = nonconvex_qp(**PROBLEM)
+    p = nonconvex_qp(**QP)
     a, b, gap = CooperALM(p, steps, seed, **hyper), CooperStep(p, steps, seed, **hyper), 0.0
     for _ in range(steps):
         a.step()
@@ -144,136 +152,172 @@ def cooper_gap(hyper: dict, steps: int, seed: int = 0) -> float:
     return gap
 
 
-def samples_to_eps(name: str, hyper: dict, budget: int, seed: int, eps: float, at_x: bool = False,
-                   cutoff: float = math.inf) -> float:
-    """Samples at which the run first holds stationarity <= eps for HOLD checks; inf if it never does.
-    `at_x` measures an ALM at its iterate x instead of its output z (the baselines' convention). A caller that
-    only needs the answer when it is below `cutoff` (a grid point must beat the best so far) gets inf as soon as
-    no streak can start below it: exact, and it spares the long tails of the losing runs."""
+def grids(problem, quick: bool = False) -> dict[str, list[dict]]:
+    """Every contender's grid of full hyper-parameter dicts (the batched runs take no budget defaults)."""
+    def product(grid: dict) -> list[dict]:
+        return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+
+    rho0, L, a2 = default_rho(problem), problem.smoothness, problem.A_norm ** 2
+    out = {}
+    for name, grid in (("ssl_alm", SSL_GRID), ("storm_alm", STORM_GRID)):
+        points = []
+        for g in product(grid):
+            base = make_optimizer(problem, name, ALM_HORIZON, rho=g["rho"] * rho0).hyper
+            h = {**base, "tau": base["tau"] * g["scale"], "eta": base["eta"] * g["scale"],
+                 "beta": base["beta"] * g["scale"] * g["beta"]}
+            if name == "storm_alm":
+                h["alpha"] = min(1.0, base["alpha"] * g["alpha"])
+            points.append(h)
+        out[name] = points
+    out["penalty"] = [{"tau": PENALTY_TAU, "rho": g["rho"] * rho0, "power": g["power"], "decay": g["decay"],
+                       "average": g["average"]} for g in product(PENALTY_GRID)]
+    out["sgda"] = [{"tau": t / L, "eta": e / L} for t in SGDA_TAUS for e in SGDA_ETAS]
+    out["cooper_alm"] = [{"lr": t / (L + r * rho0 * a2), "dual_lr": d * r * rho0, "rho": r * rho0}
+                         for r in COOPER_RHOS for t in COOPER_LRS for d in COOPER_DUAL_LRS]
+    return {k: v[:1] for k, v in out.items()} if quick else out
+
+
+def trajectories(method: str, name: str, hypers: list[dict], seeds: list[int], cap: int,
+                 eps: dict[int, tuple[float, ...]], cutoff: bool) -> list[list[float]]:
+    """Stationarity of every (hyper, seed) run at each check (NaN after the run stopped), all runs advanced as
+    one batch. Run r stops once the first streak for each eps in eps[r // len(seeds)] is known
+    (`samples_to_reach` cannot change after it), or, with `cutoff`, once it cannot beat the best median found so
+    far for any eps it still needs (no streak in progress and the check is past that median): its own value is
+    then at least that median, so its grid point wins only if its other seeds both beat it, a median that does
+    not need this run (exact: the picks are those of running everything to the cap)."""
     torch.set_num_threads(1)
-    p = nonconvex_qp(**PROBLEM)
-    opt = CooperStep(p, budget, seed, **hyper) if name == "cooper_alm" else make_optimizer(
-        p, name, budget, seed, **hyper)
-    meter, streak = StationarityMeter(p), []
-    for point in check_points(budget):
-        if not streak and point >= cutoff:  # a streak from here on starts at >= point samples
-            return math.inf
-        while opt.samples < point and not opt.done:
-            opt.step()
-        if meter(opt.x if at_x else opt.output()) <= eps:
-            streak.append(opt.samples)
-            if len(streak) == HOLD:
-                return float(streak[0])
-        else:
-            streak = []
-        if opt.done:
-            break
-    return math.inf
+    problem, qp = instance(name)
+    n_seeds = len(seeds)
+    runs = BatchedRuns(method, qp, [h for h in hypers for _ in seeds], cap, [s for _ in hypers for s in seeds])
+    meter = BatchedMeter(qp, problem, default_mu(problem))
+    checks = check_points(cap)
+    values = [[math.nan] * len(checks) for _ in range(len(hypers) * n_seeds)]
+    active = list(range(len(values)))
+    for c, point in enumerate(checks):
+        runs.advance_to(point)
+        for r, v in zip(active, meter(runs.output()).tolist()):
+            values[r][c] = v
+        reach = {(r, e): samples_to_reach(checks[: c + 1], values[r][: c + 1], e, HOLD)
+                 for r in active for e in eps[r // n_seeds]}
+        best = {}  # eps -> the best median among grid points whose median is already known
+        if cutoff:
+            for i in range(len(hypers)):
+                for e in eps[i]:
+                    known = sorted(samples_to_reach(checks[: c + 1], values[i * n_seeds + j][: c + 1], e, HOLD)
+                                   for j in range(n_seeds))
+                    if math.isfinite(known[n_seeds // 2]):
+                        best[e] = min(best.get(e, math.inf), known[n_seeds // 2])
+        def needed(r: int) -> bool:  # (a run with no eps to reach runs to the cap)
+            if not eps[r // n_seeds]:
+                return True
+            open_eps = [e for e in eps[r // n_seeds] if math.isinf(reach[(r, e)])]
+            return any(e not in best or point < best[e] or values[r][c] <= e for e in open_eps)
 
-
-def tune(name: str, hypers: list[dict], budget: int, seeds: int, eps: float, at_x: bool = False):
-    """The grid point with the lowest median samples-to-eps over seeds 0..seeds-1, and that median.
-    The median is the upper one (statistics.median_high; the plain median for an odd count), so it is below c
-    exactly when more than half the seeds are: every run gets cutoff c = the best median so far, and a point
-    stops once too many of its seeds failed to beat c. Exact: the same answer as running everything in full."""
-    best, best_n, need = hypers[0], math.inf, seeds // 2 + 1
-    for h in hypers:
-        runs = []
-        for seed in range(seeds):
-            runs.append(samples_to_eps(name, h, budget, seed, eps, at_x, cutoff=best_n))
-            if sum(map(math.isinf, runs)) > seeds - need:  # fewer than `need` seeds can still beat best_n
+        keep = [k for k, r in enumerate(active) if needed(r)]
+        if len(keep) < len(active):
+            active = [active[k] for k in keep]
+            if not active:
                 break
-        n = statistics.median_high(runs + [math.inf] * (seeds - len(runs)))
-        if n < best_n:
-            best, best_n = h, n
-    return best, best_n
+            rows = torch.tensor(keep)
+            runs.keep(rows)
+            meter.keep(rows)
+    return values
 
 
-def grids(quick: bool, wide_alm: bool = False) -> dict[str, list[dict]]:
-    """Each contender's grid, budget-free, its best point first (the order changes the time only, not the result).
-    The ALMs' scale c multiplies their defaults for an ALM_HORIZON-sample run (methods.py), alpha included for
-    storm_alm, so the ALMs run the same steps whatever cap the baselines need. The baselines' grids were widened
-    until their best point on the instance's seeds was inside them (docs/constrained.md, "alm"). `wide_alm`
-    scales tau, eta, beta and rho independently instead (ALM_WIDE; alpha stays at its default)."""
-    p = nonconvex_qp(**PROBLEM)
-    alm = {}
-    for name in ("ssl_alm", "storm_alm"):
-        base = make_optimizer(p, name, ALM_HORIZON).hyper
-        keys = ("tau", "eta", "beta", "alpha") if name == "storm_alm" else ("tau", "eta", "beta")
-        alm[name] = [{k: base[k] * (1 if k == "alpha" else c) for k in keys} for c in ALM_SCALES]
-        if wide_alm:
-            alm[name] = [{**{k: base[k] * c for k, c in zip(ALM_WIDE, scales)},
-                          **({"alpha": base["alpha"]} if name == "storm_alm" else {})}
-                         for scales in itertools.product(*ALM_WIDE.values())]
-    L, rho0 = p.smoothness, p.smoothness / p.A_norm ** 2
-    lk = lambda rho: L + rho * p.A_norm ** 2  # noqa: E731  the augmented Lagrangian's smoothness
-    if quick:
-        return {**alm, "penalty": [{"tau": 1.9, "rho": 0.1 * rho0, "power": 1.0}],
-                "sgda": [{"tau": 0.1 / L, "eta": 1.0 / L}],
-                "cooper_alm": [{"lr": 0.3 / lk(rho0), "dual_lr": 0.5 * rho0, "rho": rho0}]}
-    return {
-        **alm,
-        "penalty": [{"tau": t, "rho": r * rho0, "power": w} for t in PENALTY_TAUS for r in PENALTY_RHOS
-                    for w in PENALTY_POWERS],
-        "sgda": [{"tau": t / L, "eta": e / L} for t in SGDA_TAUS for e in SGDA_ETAS],
-        "cooper_alm": [{"lr": t / lk(r * rho0), "dual_lr": d * r * rho0, "rho": r * rho0}
-                       for r in COOPER_RHOS for t in COOPER_LRS for d in COOPER_DUAL_LRS],
-    }
+def counts(method: str, samples: float, cap: int) -> dict:
+    """The three counts at `samples` gradient evaluations: oracle calls (xi draws) and constraint samples."""
+    if not math.isfinite(samples):
+        return {"samples": samples, "oracle_calls": samples, "constraint_samples": samples}
+    if method == "storm_alm":
+        n = storm_initial_batch(storm_iterations(cap))
+        iters = (samples - n) / 2
+        return {"samples": samples, "oracle_calls": n + iters, "constraint_samples": 2 * iters}
+    per_iteration = 1 if method == "cooper_alm" else 2
+    return {"samples": samples, "oracle_calls": samples, "constraint_samples": per_iteration * samples}
+
+
+def measure(method: str, name: str, quick: bool = False) -> dict:
+    """Tune on TUNE_SEEDS, pick per eps, rerun the picks on FRESH_SEEDS; medians and picks per eps."""
+    spec = INSTANCES[name]
+    cap = 20_000 if quick else spec["cap"]
+    tune_seeds, fresh_seeds = (list(TUNE_SEEDS[:1]), list(FRESH_SEEDS[:2])) if quick else (list(TUNE_SEEDS),
+                                                                                          list(FRESH_SEEDS))
+    hypers = grids(instance(name)[0], quick)[method]
+    checks = check_points(cap)
+    tuned = trajectories(method, name, hypers, tune_seeds, cap, {i: spec["eps"] for i in range(len(hypers))},
+                         cutoff=len(tune_seeds) > 1)
+    picks = {}
+    for eps in spec["eps"]:
+        medians = [statistics.median_high([samples_to_reach(checks, tuned[i * len(tune_seeds) + j], eps, HOLD)
+                                           for j in range(len(tune_seeds))]) for i in range(len(hypers))]
+        picks[eps] = min(range(len(hypers)), key=lambda i: medians[i])
+    chosen = sorted(set(picks.values()))
+    fresh = trajectories(method, name, [hypers[i] for i in chosen], fresh_seeds, cap,
+                         {k: tuple(e for e, i in picks.items() if i == c) for k, c in enumerate(chosen)},
+                         cutoff=False)
+    out = {}
+    for eps, i in picks.items():
+        row = chosen.index(i) * len(fresh_seeds)
+        reached = [samples_to_reach(checks, fresh[row + j], eps, HOLD) for j in range(len(fresh_seeds))]
+        median = statistics.median(reached) if sum(map(math.isinf, reached)) <= len(reached) // 2 else math.inf
+        out[str(eps)] = {**counts(method, median, cap), "pick": hypers[i], "grid_points": len(hypers),
+                         "fresh_reached": sum(map(math.isfinite, reached))}
+    return out
+
+
+def ratio_text(best_base: float, ours: float, cap: int) -> str:
+    if not math.isfinite(ours):
+        return "n/a (raylab did not reach eps)"
+    if not math.isfinite(best_base):
+        return f"> {cap / ours:.1f} (no baseline within the cap)"
+    return f"{best_base / ours:.2f}"
 
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="raylab bench alm", description=__doc__.split("\n")[0])
-    ap.add_argument("--eps", type=float, default=1e-2)
-    ap.add_argument("--budget", type=int, default=BUDGET, help="samples per run (cap)")
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="one point per baseline, budget 8000, 1 seed")
-    ap.add_argument("--wide-alm", action="store_true",
-                    help="scale the ALMs' tau, eta, beta, rho one by one (108 points each) instead of together (4)")
-    ap.add_argument("--num-cpus", type=int, default=2)
-    ap.add_argument("--json", help="also write the results here")
+    add_bench_args(ap)
+    ap.add_argument("--quick", action="store_true", help="one grid point per method, 1 + 2 seeds, cap 20000")
+    ap.add_argument("--num-cpus", type=int, default=2, help="CPUs of a local Ray instance")
+    ap.add_argument("--instances", default="stochastic,fixed", help="comma-separated: stochastic, fixed")
     args = ap.parse_args(argv)
-    budget, seeds = (8000, 1) if args.quick else (args.budget, args.seeds)
-    import ray
-
-    start = time.time()
-    grid = grids(args.quick, args.wide_alm)
-    gap = cooper_gap(grid["cooper_alm"][0], 200)  # the transcription must still be cooper's update
+    names = args.instances.split(",")
+    unknown = [n for n in names if n not in INSTANCES]
+    if unknown:
+        ap.error(f"--instances: unknown instance {unknown[0]!r}; expected some of {sorted(INSTANCES)}")
+    gap = cooper_gap(grids(nonconvex_qp(**QP))["cooper_alm"][0], 200)  # the transcription is still cooper's update
     if gap > 1e-9:
         raise RuntimeError(f"CooperStep drifted from cooper's AlternatingDualPrimalOptimizer by {gap:g}")
-    ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
-    try:
-        task = ray.remote(tune).options(num_cpus=1)
-        # the ALMs first: they finish quickly, and their best points are then measured at x too
-        refs = {name: task.remote(name, hs, budget, seeds, args.eps) for name, hs in grid.items()}
-        best = {name: ray.get(refs[name]) for name in ("ssl_alm", "storm_alm")}
-        at_x = {name: task.remote(name, [best[name][0]], budget, seeds, args.eps, True) for name in best}
-        best.update({name: ray.get(ref) for name, ref in refs.items()})
-        measured_at_x = {f"{name}@x": ray.get(ref)[1] for name, ref in at_x.items()}
-    finally:
-        ray.shutdown()
-    results = {name: n for name, (_, n) in best.items()}
-    ours = min(results["ssl_alm"], results["storm_alm"])
-    base = min(v for k, v in results.items() if k not in ("ssl_alm", "storm_alm"))
-    print(f"samples to reach stationarity <= {args.eps:g} on nonconvex_qp {PROBLEM} "
-          f"(median of {seeds} seeds, budget {budget}; inf: not within budget)")
-    print(f"{'method':12s} {'samples':>10s}  best grid point (of n)")
-    for name, (h, n) in best.items():
-        hyper = {k: float(f"{v:.3g}") for k, v in h.items()}
-        print(f"{name:12s} {n:10.0f}  {hyper if math.isfinite(n) else 'no grid point reached eps'} "
-              f"(of {len(grid[name])})")
-    for name, n in measured_at_x.items():
-        print(f"{name:12s} {n:10.0f}  (same configuration, measured at x instead of z)")
-    ratio = base / ours if math.isfinite(ours) else float("nan")
-    lower_bound = budget / ours if math.isinf(base) else ratio
-    wall = time.time() - start
-    if math.isinf(base):  # no baseline got there: the budget bounds the ratio from below
-        print(f"ratio best baseline / best raylab method: > {lower_bound:.2f} (no baseline reached eps within "
-              f"the budget; target >= 3)   [{wall:.0f} s]")
-    else:
-        print(f"ratio best baseline / best raylab method: {ratio:.2f}  (target >= 3)   [{wall:.0f} s]")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"eps": args.eps, "budget": budget, "seeds": seeds, "samples": results,
-                       "alm_measured_at_x": measured_at_x, "ratio": ratio, "ratio_lower_bound": lower_bound,
-                       "best": {k: v[0] for k, v in best.items()}, "wall_s": wall}, f, indent=2)
+    settings = {"instances": {n: {**QP, **INSTANCES[n]} for n in names}, "quick": args.quick,
+                "tune_seeds": TUNE_SEEDS, "fresh_seeds": FRESH_SEEDS, "hold": HOLD, "check_ratio": CHECK_RATIO,
+                "grids": {n: {m: len(g) for m, g in grids(instance(n)[0], args.quick).items()} for n in names},
+                "cooper_gap": gap}
+    with bench_run("alm", args, settings, ray_cpus=args.num_cpus) as ctx:
+        import ray
+
+        start = time.time()
+        task = ray.remote(measure).options(num_cpus=1)
+        refs = {(n, m): task.remote(m, n, args.quick) for n in names for m in OURS + BASELINES}
+        results = {f"{n}/{m}": ray.get(ref) for (n, m), ref in refs.items()}
+        tables = []
+        for n in names:
+            cap = 20_000 if args.quick else INSTANCES[n]["cap"]
+            rows = []
+            for eps in INSTANCES[n]["eps"]:
+                per = {m: results[f"{n}/{m}"][str(eps)] for m in OURS + BASELINES}
+                ours = min(per[m]["samples"] for m in OURS)
+                base = min(per[m]["samples"] for m in BASELINES)
+                for m in OURS + BASELINES:
+                    r = per[m]
+                    rows.append([eps, m, r["samples"], r["oracle_calls"], r["constraint_samples"],
+                                 f"{r['fresh_reached']}/{len(FRESH_SEEDS[:2] if args.quick else FRESH_SEEDS)}",
+                                 r["grid_points"], {k: float(f"{v:.3g}") for k, v in r["pick"].items()}])
+                rows.append([eps, "ratio best baseline / best raylab", ratio_text(base, ours, cap), "", "", "", "",
+                             ""])
+                results[f"{n}/ratio/{eps}"] = base / ours if math.isfinite(ours) else math.nan
+            tables.append(f"### {n} instance (cap {cap} gradient evaluations; median of fresh seeds; inf: not "
+                          f"reached by half of them)\n\n" + markdown_table(
+                              ["eps", "method", "gradient evaluations", "oracle calls", "constraint samples",
+                               "fresh seeds reaching eps", "grid points", "pick"], rows))
+        results["wall_s"] = time.time() - start
+        finish(ctx, results, "\n\n".join(tables) + f"\n\n[{results['wall_s']:.0f} s]")
     return 0

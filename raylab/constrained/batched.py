@@ -2,16 +2,17 @@
 written over a leading batch dimension, so that a benchmark's seeds and grid points advance together.
 
     qp = BatchedQP(sampled_constraint_qp(...), noise=0.1, constraint_noise=0.1)
-    runs = batched_runs("ssl_alm", qp, hypers, samples=512_000, seeds=[0, 0, 1, 1])   # one hyper dict per run
-    for done in runs.advance_to(check):            # gradient evaluations so far, the same for every run
-        outputs = runs.output()                     # (B, n): z for the ALMs, x or its average for penalty
+    runs = BatchedRuns("ssl_alm", qp, hypers, samples=512_000, seeds=[0, 0, 1, 1])   # one hyper dict per run
+    runs.advance_to(check)                          # to `check` gradient evaluations (the same for every run)
+    values = BatchedMeter(qp, problem, mu)(runs.output())   # (B,) stationarity of the outputs
 
 f(x; xi) = F(x) + noise (e1^T x + ((e2^T x)^2 - ||x||^2) / 2) and r(x, zeta) = (A + sE) x - (b + se) as in
-`raylab.constrained.problems.sampled_constraint_qp`, X the box [0, 1]^n. Each run draws from its own generator,
-in the order its per-run method does, so run b equals `make_optimizer(problem, method, samples, seed_b, **hyper_b)`
-step for step (tests/constrained/test_batched.py checks it to 1e-12). Methods: ssl_alm, storm_alm, penalty (with
-its decay and averaged output) and cooper_alm (cooper's augmented Lagrangian: one zeta per step, dual ascent first,
-the same as `raylab.bench.alm.CooperStep`). Draws are generated `CHUNK` iterations at a time per run.
+`raylab.constrained.problems.sampled_constraint_qp`, X the box [0, 1]^n. Each run draws from its own generator
+(a chunk of iterations per call, float32 normals used in float64), so its noise differs from a per-run method's
+stream, but given the same draws run b equals `make_optimizer(problem, method, samples, **hyper_b)` step for
+step: tests/constrained/test_batched.py replays a batch's draws to the per-run methods and checks it to 1e-12.
+Methods: ssl_alm, storm_alm, sgda, penalty (with its decay and averaged output) and cooper_alm (cooper's augmented
+Lagrangian: one zeta per step, dual ascent first, the same as `raylab.bench.alm.CooperStep`).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from raylab.constrained.problem import ConstrainedProblem
 Tensor = torch.Tensor
 DT = torch.float64
 CHUNK = 256
-METHODS = ("ssl_alm", "storm_alm", "penalty", "cooper_alm")
+METHODS = ("ssl_alm", "storm_alm", "sgda", "penalty", "cooper_alm")
 
 
 class BatchedQP:
@@ -52,6 +53,12 @@ class BatchedQP:
         return v @ self.A + self.s * torch.einsum("bkn,bk->bn", E, v)
 
 
+def _normal(shape: tuple, gen: torch.Generator) -> Tensor:
+    """Standard normals drawn in float32 (three times faster to generate than float64; drawing the noise is most
+    of a batched run's time) and used in float64 like everything else."""
+    return torch.randn(shape, generator=gen, dtype=torch.float32).to(DT)
+
+
 class Draws:
     """Per-run generators read CHUNK iterations ahead, one call per run and kind of draw (so a batch costs a few
     generator calls per chunk, not per iteration). `iteration()` gives this iteration's `xi` draws as (e1, e2)
@@ -64,9 +71,9 @@ class Draws:
 
     def _refill(self) -> None:
         n, k = self.n, self.k
-        self.xi = torch.stack([torch.randn(CHUNK, self.nx, 2, n, generator=g, dtype=DT) for g in self.gens], 1)
-        self.E = torch.stack([torch.randn(CHUNK, self.nz, k, n, generator=g, dtype=DT) for g in self.gens], 1)
-        self.e = torch.stack([torch.randn(CHUNK, self.nz, k, generator=g, dtype=DT) for g in self.gens], 1)
+        self.xi = torch.stack([_normal((CHUNK, self.nx, 2, n), g) for g in self.gens], 1)
+        self.E = torch.stack([_normal((CHUNK, self.nz, k, n), g) for g in self.gens], 1)
+        self.e = torch.stack([_normal((CHUNK, self.nz, k), g) for g in self.gens], 1)
         self.pos = 0
 
     def iteration(self) -> tuple[list, list]:
@@ -77,9 +84,15 @@ class Draws:
         xi = [(self.xi[i, :, j, 0], self.xi[i, :, j, 1]) for j in range(self.nx)]
         return xi, [(self.E[i, :, j], self.e[i, :, j]) for j in range(self.nz)]
 
+    def keep(self, rows: Tensor) -> None:
+        """Drops every run not in `rows` (indices into the current batch)."""
+        self.gens = [self.gens[i] for i in rows.tolist()]
+        if self.pos < CHUNK:
+            self.xi, self.E, self.e = self.xi[:, rows], self.E[:, rows], self.e[:, rows]
+
     def initial_xi(self, count: int) -> list[tuple[Tensor, Tensor]]:
         """`count` xi draws per run before the first iteration (STORM's initial batch)."""
-        d = torch.stack([torch.randn(count, 2, self.n, generator=g, dtype=DT) for g in self.gens], 1)
+        d = torch.stack([_normal((count, 2, self.n), g) for g in self.gens], 1)
         return [(d[j, :, 0], d[j, :, 1]) for j in range(count)]
 
 
@@ -92,7 +105,7 @@ class BatchedRuns:
     """B runs of `method`, run b with `hypers[b]` (every hyper-parameter given: no budget defaults here) and
     generator seed `seeds[b]`, each for the iterations `samples` buys."""
 
-    DRAWS = {"ssl_alm": (1, 2), "storm_alm": (1, 2), "penalty": (1, 2), "cooper_alm": (1, 1)}
+    DRAWS = {"ssl_alm": (1, 2), "storm_alm": (1, 2), "sgda": (1, 2), "penalty": (1, 2), "cooper_alm": (1, 1)}
 
     def __init__(self, method: str, qp: BatchedQP, hypers: list[dict], samples: int, seeds: list[int]):
         if method not in METHODS:
@@ -102,9 +115,12 @@ class BatchedRuns:
         self.method, self.qp, B = method, qp, len(hypers)
         self.T = storm_iterations(samples) if method == "storm_alm" else samples
         keys = {"ssl_alm": ("tau", "eta", "beta", "rho", "mu", "M_y"), "storm_alm": ("tau", "eta", "beta", "rho",
-                "mu", "M_y", "alpha"), "penalty": ("tau", "rho", "power", "decay", "average"),
+                "mu", "M_y", "alpha"), "sgda": ("tau", "eta"), "penalty": ("tau", "rho", "power", "decay", "average"),
                 "cooper_alm": ("lr", "dual_lr", "rho")}[method]
         self.h = {key: _column(hypers, key) for key in keys}
+        if method == "sgda":  # the ALM step with rho = mu = beta = 0 and no safeguard
+            zero = torch.zeros(B, 1, dtype=DT)
+            self.h.update(rho=zero, mu=zero, beta=zero, M_y=torch.full((B, 1), math.inf, dtype=DT))
         self.draws = Draws(seeds, qp.n, qp.k, *self.DRAWS[method])
         self.x = qp.x0.expand(B, -1).clone()
         self.z = self.x.clone()
@@ -124,7 +140,15 @@ class BatchedRuns:
         return self.samples
 
     def output(self) -> Tensor:
-        return self.x if self.method == "cooper_alm" else self.z
+        return self.x if self.method in ("cooper_alm", "sgda") else self.z
+
+    def keep(self, rows: Tensor) -> None:
+        """Continues only the runs `rows` (indices into the current batch); the others stop where they are."""
+        self.x, self.z, self.y = self.x[rows], self.z[rows], self.y[rows]
+        self.d = None if self.d is None else self.d[rows]
+        self.h = {k: v[rows] for k, v in self.h.items()}
+        self.safeguard_resets = self.safeguard_resets[rows]
+        self.draws.keep(rows)
 
     def step(self) -> None:
         getattr(self, "_" + self.method)()
@@ -147,6 +171,8 @@ class BatchedRuns:
         (xi,), zetas = self.draws.iteration()
         self.samples += 1
         self._alm(self.qp.grad(self.x, *xi), zetas)
+
+    _sgda = _ssl_alm
 
     def _storm_alm(self) -> None:
         if self.d is None:
@@ -218,6 +244,11 @@ class BatchedMeter:
                 break
         self.x, self.y, self.converged = x, y, ~active
         return x
+
+    def keep(self, rows: Tensor) -> None:
+        """Keeps the warm starts of the points `rows` only (as BatchedRuns.keep)."""
+        if self.x is not None:
+            self.x, self.y = self.x[rows], self.y[rows]
 
     def _minimize_lagrangian(self, x, y, z, tol, active):
         qp, step, L = self.qp, 1.0 / self.lipschitz, self.lipschitz
