@@ -22,7 +22,6 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
-
 CHECKPOINTS_KEPT = 2
 
 
