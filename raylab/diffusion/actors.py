@@ -8,7 +8,10 @@
     pool.shutdown()
 
 Each actor is an asyncio actor: requests queue up while it decodes, and the next batch takes up to `max_batch`
-waiting requests (after waiting at most `max_wait_s` for more) that share a prompt length and decoding options.
+waiting requests (after waiting at most `max_wait_s` for more) that share decoding options; prompts of different
+lengths share a batch through left padding (`generate(..., prompt_lengths=...)`) where the options allow it
+(answer block layout, no cache), else a batch also shares the prompt length. Batches run to completion: rows
+do not join or leave between forwards (no continuous batching).
 Every sequence of a batch decodes exactly as it would alone (see the decoding tests), so batching changes
 speed, never answers. The pool deals requests to its actors in turn.
 """
@@ -65,22 +68,31 @@ class DecoderActor:
             await asyncio.sleep(0)  # let requests that arrived while decoding join the queue
 
     def _run(self, batch: list) -> None:
+        prompts, options = [r[0] for r in batch], batch[0][1]
+        P = max(len(p) for p in prompts)
+        pads = [P - len(p) for p in prompts]
+        if any(pads):
+            fill = 1 if options.get("mask_token_id") == 0 else 0  # any token but the mask: it is never attended
+            prompts = [torch.cat([torch.full((n,), fill, dtype=p.dtype, device=p.device), p])
+                       for n, p in zip(pads, prompts)]
+            options = {**options, "prompt_lengths": torch.tensor([P - n for n in pads])}
         try:
-            out = generate(self.model, torch.stack([r[0] for r in batch]), **batch[0][1])
+            out = generate(self.model, torch.stack(prompts), **options)
         except Exception as err:  # every caller of the batch gets the error, the actor keeps serving
             for *_, done in batch:
                 done.set_exception(err)
             return
         self.batches.append(len(batch))
         for i, (*_, done) in enumerate(batch):
-            done.set_result({"sequence": out.sequences[i], "nfe": int(out.nfe[i]),
+            done.set_result({"sequence": out.sequences[i, pads[i]:], "nfe": int(out.nfe[i]),
                              "model_calls": int(out.model_calls[i]), "decode_step": out.decode_step[i],
                              "batch_size": len(batch)})
 
 
 def _batch_key(request) -> tuple:
     prompt, kwargs, _ = request
-    return prompt.shape, tuple(sorted(kwargs.items()))
+    paddable = kwargs.get("block_layout", "answer") == "answer" and not kwargs.get("use_cache", False)
+    return None if paddable else prompt.shape, tuple(sorted(kwargs.items()))
 
 
 class DecoderPool:

@@ -29,6 +29,10 @@ Options that match how the models are officially run (defaults in brackets):
 - NFE both ways: `nfe` counts decoding forwards per sequence, `model_calls` every model pass over it (also
   the prefix cache's prefill); `forward_calls` counts batched calls.
 
+Prompts of different lengths share a batch through left padding: `prompt_lengths` (B,) gives each row's real
+length (its tokens end the row); pad keys are masked out, positions start at each row's first real token, and
+the model is called as `model(input_ids, attention_mask, positions=...)` (answer layout, no cache).
+
 Model contract: `model(input_ids)` (full attention) or `model(input_ids, attention_mask)` (block-causal, a bool
 (N, T, T) tensor, True where a query may attend a key) returning logits (N, T, V), or an object with `.logits`.
 `shifted_logits=True` is for Dream-style models whose logits at i predict token i+1. With block-causal attention
@@ -145,16 +149,28 @@ class Forward:
     token i). Counts batched calls."""
 
     def __init__(self, model: Callable, prompt_len: int, gen_length: int, block_length: int, mask_token_id: int,
-                 attention: str, shifted_logits: bool, layout: str = "answer"):
+                 attention: str, shifted_logits: bool, layout: str = "answer",
+                 prompt_lengths: torch.Tensor | None = None):
         self.model, self.prompt_len, self.mask_token_id = model, prompt_len, mask_token_id
         self.shifted = shifted_logits
         self.mask = (block_causal_mask(prompt_len, gen_length, block_length, layout) if attention == "block_causal"
                      else None)
         self.calls, self.prefill_passes = 0, 0
+        self.padding = None
+        if prompt_lengths is not None:  # left padding: pad keys are invisible, positions start at each prompt
+            pos = torch.arange(prompt_len + gen_length, device=prompt_lengths.device)
+            pad = prompt_len - prompt_lengths
+            self.padding = pos[None, :] >= pad[:, None], (pos[None, :] - pad[:, None]).clamp(min=0)
 
     def __call__(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         self.calls += 1
-        if self.mask is None:
+        if self.padding is not None:
+            real, positions = self.padding[0][rows], self.padding[1][rows]
+            T = x.shape[1]
+            mask = real[:, None, :] if self.mask is None else self.mask.to(x.device)[None] & real[:, None, :]
+            mask = mask.expand(x.shape[0], T, T) | torch.eye(T, dtype=torch.bool, device=x.device)
+            out = self.model(x, mask, positions=positions)
+        elif self.mask is None:
             out = self.model(x)
         else:
             out = self.model(x, self.mask.to(x.device).expand(x.shape[0], -1, -1))
@@ -202,7 +218,8 @@ def generate(model: Callable, prompt_ids: torch.Tensor, *, method: Method = "fre
              shifted_logits: bool = False, attention: str = "full", use_cache: bool = False,
              vocab_size: int | None = None, max_length: int | None = None, block_layout: Layout = "answer",
              eager_drafts: bool = False, eos_token_id: int | None = None, stop_on_eos_block: bool = False,
-             adaptive_drafts: bool = False, token_budget: int | None = None) -> DecodeResult:
+             adaptive_drafts: bool = False, token_budget: int | None = None,
+             prompt_lengths: torch.Tensor | None = None) -> DecodeResult:
     """Decodes `gen_length` tokens after each prompt in the batch (see the module docstring)."""
     if prompt_ids.ndim == 1:
         prompt_ids = prompt_ids[None]
@@ -215,6 +232,12 @@ def generate(model: Callable, prompt_ids: torch.Tensor, *, method: Method = "fre
     if token_budget is not None and token_budget < 1:
         raise ValueError(f"token_budget: must be >= 1, got {token_budget}")
     B, P = prompt_ids.shape
+    if prompt_lengths is not None:
+        prompt_lengths = torch.as_tensor(prompt_lengths, device=prompt_ids.device)
+        if prompt_lengths.shape != (B,) or prompt_lengths.min() < 1 or prompt_lengths.max() > P:
+            raise ValueError(f"prompt_lengths: expected {B} lengths in [1, {P}], got {prompt_lengths.tolist()}")
+        if block_layout == "absolute" or use_cache:
+            raise ValueError("prompt_lengths: left-padded prompts need block_layout='answer' and no cache")
     G = padded_gen_length(P, gen_length, block_length, block_layout)
     if use_cache:
         if attention != "block_causal" or shifted_logits:
@@ -223,7 +246,8 @@ def generate(model: Callable, prompt_ids: torch.Tensor, *, method: Method = "fre
         forward = CachedForward(model, prompt_ids, G, block_length, mask_token_id, block_layout,
                                 feed_to_end=eager_drafts and method == "freedave")
     else:
-        forward = Forward(model, P, G, block_length, mask_token_id, attention, shifted_logits, block_layout)
+        forward = Forward(model, P, G, block_length, mask_token_id, attention, shifted_logits, block_layout,
+                          prompt_lengths)
     answer = torch.full((B, G), mask_token_id, dtype=prompt_ids.dtype, device=prompt_ids.device)
     block = position_blocks(P, G, block_length, block_layout, prompt_ids.device)[P:]
     state = _State(prompt_ids, answer, forward, block, block_length, mask_token_id,

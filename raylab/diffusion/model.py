@@ -69,11 +69,14 @@ class TinyMDLM(nn.Module):
         self.norm = nn.LayerNorm(config.d_model)
         self.head = nn.Linear(config.d_model, config.vocab_size)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
         T = input_ids.shape[1]
         if T > self.max_length:
             raise ValueError(f"input_ids: length {T} exceeds the model's context of {self.max_length} tokens")
-        logits, _ = self.forward_cached(input_ids, torch.arange(T, device=input_ids.device), attention_mask)
+        if positions is None:
+            positions = torch.arange(T, device=input_ids.device)
+        logits, _ = self.forward_cached(input_ids, positions, attention_mask)
         return logits
 
     def forward_cached(self, input_ids: torch.Tensor, positions: torch.Tensor,

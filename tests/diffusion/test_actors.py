@@ -2,6 +2,7 @@
 import functools
 
 import pytest
+import ray
 import torch
 from dllm_models import MASK, random_transformer
 
@@ -27,6 +28,10 @@ def test_pool_results_equal_local_results(ray_local, tmp_path):
         sizes = pool.batch_sizes()
         with pytest.raises(ValueError, match="block_length: 3 does not divide gen_length 8"):
             pool.decode(prompts[:1], block_length=3)
+        mixed = [prompts[i, : 1 + i % 3] for i in range(6)]  # lengths 1, 2, 3, ...: batched by left padding
+        before = [ray.get(a.batch_sizes.remote()) for a in pool.actors]
+        mixed_results = ray.get([pool.submit(p) for p in mixed])
+        mixed_sizes = [n for a, b in zip(pool.actors, before) for n in ray.get(a.batch_sizes.remote())[len(b):]]
     finally:
         pool.shutdown()
     local = generate(load(), prompts, **DEFAULTS)
@@ -35,3 +40,7 @@ def test_pool_results_equal_local_results(ray_local, tmp_path):
         assert r["nfe"] == local.nfe[i].item() and torch.equal(r["decode_step"], local.decode_step[i])
     assert all(torch.equal(s["sequence"], local.sequences[i]) for i, s in enumerate(static))
     assert sum(sizes) == 15 and max(sizes) > 1  # requests were batched, none lost
+    for p, r in zip(mixed, mixed_results):
+        alone = generate(load(), p[None], **DEFAULTS)
+        assert torch.equal(r["sequence"], alone.sequences[0]) and r["nfe"] == int(alone.nfe[0])
+    assert sum(mixed_sizes) == 6 and max(mixed_sizes) > 1

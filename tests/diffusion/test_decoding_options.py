@@ -121,3 +121,26 @@ def test_adaptive_drafts_under_a_token_budget_keep_static_output(eager):
     assert max(counter.rows[1:]) <= 9
     fixed = generate(MODEL, prompt, method="freedave", draft_steps=4, **kw)
     assert torch.equal(fixed.sequences, static.sequences)
+
+
+@pytest.mark.parametrize("attention", ["full", "block_causal"])
+@pytest.mark.parametrize("method", ["static", "freedave"])
+def test_left_padded_rows_decode_as_they_would_alone(attention, method):
+    from raylab.diffusion.native import random_model
+
+    models = {"tiny": MODEL, "native": random_model("llada", seed=1, scale=8.0).double()}
+    for name, model in models.items():
+        mask_id = MASK if name == "tiny" else model.mask_token_id
+        g = torch.Generator().manual_seed(4)
+        prompts = [torch.randint(0, mask_id, (n,), generator=g) for n in (2, 5, 3)]
+        P = max(len(p) for p in prompts)
+        batch = torch.stack([torch.cat([torch.zeros(P - len(p), dtype=torch.long), p]) for p in prompts])
+        kw = dict(method=method, gen_length=8, block_length=4, draft_steps=4, mask_token_id=mask_id,
+                  attention=attention)
+        out = generate(model, batch, prompt_lengths=torch.tensor([len(p) for p in prompts]), **kw)
+        for i, p in enumerate(prompts):
+            alone = generate(model, p[None], **kw)
+            assert torch.equal(out.sequences[i, P:], alone.sequences[0, len(p):]), (name, i)
+            assert int(out.nfe[i]) == int(alone.nfe[0])
+    with pytest.raises(ValueError, match="prompt_lengths: expected 1 lengths in"):
+        generate(MODEL, torch.tensor([[1, 2]]), gen_length=2, mask_token_id=MASK, prompt_lengths=torch.tensor([3]))
