@@ -92,7 +92,7 @@ def test_default_steps_are_stable_on_hs44_as_a_polyhedron(method, bounds_in_H):
 
 
 def test_defaults_put_prox_alm_at_a_kkt_point_of_hs44():
-    r = solve(hs44(), "prox_alm", samples=20000, log_every=20000)
+    r = solve(hs44(), "prox_alm", samples=5000, log_every=5000)
     assert r.final["stationarity"] < 1e-4
     assert min(float((r.x - torch.tensor(k, dtype=DT)).norm()) for k in HS44_KKT) < 1e-3
 
@@ -106,7 +106,7 @@ def test_a_polyhedron_with_bounds_needs_no_bound_rows():
                               A=torch.zeros(0, 3, dtype=DT), b=torch.zeros(0, dtype=DT), smoothness=folded.smoothness)
     assert folded.slack == 1 and rows.slack == 4
     for p in (folded, rows):
-        r = solve(p, "prox_alm", samples=20000, log_every=20000)
+        r = solve(p, "prox_alm", samples=5000, log_every=5000)
         assert torch.allclose(r.x, torch.tensor([4 / 3, 7 / 9, 4 / 9], dtype=DT), atol=1e-4), (p.slack, r.x)
         assert bool((r.x >= -1e-12).all())
 
