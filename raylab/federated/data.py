@@ -3,6 +3,8 @@
     ArrayData       the user's own data: one (features, targets) array pair per agent (ragged n_i allowed)
     DataSpec        the config record (`data:` in YAML); its kinds:
       digits          scikit-learn's handwritten digits split over agents with Dirichlet(alpha) label skew
+      dataset         any scikit-learn or `datasets` table (`source`), split by Dirichlet label skew, by
+                      label-sorted shards per agent, or by a natural column (one agent per value)
       least_squares   A_i x ~ b_i with agent-specific solutions (heterogeneity); consensus x* in closed form
       synthetic       a benchmark workload for millions of agents: agent i's rows are drawn from a shared pool
                       of labelled points by counter-based hashing, so agents cost no data memory
@@ -136,15 +138,20 @@ class DataSpec:
     """The `data:` block of a federated config (see the module docstring for the kinds)."""
 
     __pydantic_config__ = ConfigDict(extra="forbid")
-    kind: Literal["digits", "least_squares", "synthetic", "arrays"] = "digits"
-    num_agents: Annotated[int, Field(ge=1)] = 100     # arrays: taken from the file
-    alpha: Annotated[float, Field(gt=0)] = 0.5        # digits: Dirichlet concentration of the label skew
-    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2   # digits: held out for test accuracy
+    kind: Literal["digits", "least_squares", "synthetic", "arrays", "dataset"] = "digits"
+    num_agents: Annotated[int, Field(ge=1)] = 100     # arrays, partition column: taken from the data
+    alpha: Annotated[float, Field(gt=0)] = 0.5        # digits, dirichlet: concentration of the label skew
+    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2   # digits, dataset: held out for test accuracy
     dim: Annotated[int, Field(ge=1)] = 5              # least_squares: unknowns; synthetic: features
     rows: Annotated[int, Field(ge=1)] = 20            # least_squares / synthetic: rows per agent
     heterogeneity: Annotated[float, Field(ge=0)] = 1.0   # least_squares: spread of the agents' own x_i*
     noise: Annotated[float, Field(ge=0)] = 0.1
     path: str | None = None                           # arrays: the .npz file
+    source: str | None = None                         # dataset: sklearn:NAME, a table file, a datasets name
+    label: str = "label"                              # dataset: the label column
+    partition: Literal["dirichlet", "shards", "column"] = "dirichlet"   # digits / dataset
+    shards_per_agent: Annotated[int, Field(ge=1)] = 2   # partition shards: label-sorted shards per agent
+    column: str | None = None                         # partition column: one agent per distinct value
 
     def __post_init__(self):
         if self.kind == "digits" and self.num_agents > 1000:
@@ -153,30 +160,14 @@ class DataSpec:
             raise ValueError("path: give it exactly when kind is arrays")
         if self.path is not None and not Path(self.path).is_file():
             raise ValueError(f"path: no such file {self.path!r}")
+        if (self.kind == "dataset") != (self.source is not None):
+            raise ValueError("source: give it exactly when kind is dataset")
+        if (self.partition == "column") != (self.column is not None):
+            raise ValueError("column: give it exactly when partition is column")
 
-    def source(self, seed: int) -> "ArrayData | Digits | Synthetic":
+    def build(self, seed: int) -> "ArrayData | Synthetic":
         """What holds the agents' data: built (and cached) from this record and the run's seed."""
         return _source(self, seed)
-
-
-class Digits:
-    def __init__(self, spec: DataSpec, seed: int):
-        self.num_agents, self.dim, self.classes = spec.num_agents, 64, 10
-        self.parts, self.X, self.y, self.X_test, self.y_test = _digits_split(
-            spec.num_agents, spec.alpha, spec.test_fraction, seed)
-
-    def agent_data(self, agents: Tensor, dtype: torch.dtype = torch.float32) -> PaddedData:
-        chosen = [self.parts[int(a)] for a in agents]
-        n_max = max(len(p) for p in chosen)
-        X = torch.zeros(len(chosen), n_max, 64, dtype=dtype)
-        Y = torch.zeros(len(chosen), n_max, dtype=torch.int64)
-        for k, p in enumerate(chosen):
-            X[k, : len(p)] = torch.tensor(self.X[p], dtype=dtype)
-            Y[k, : len(p)] = torch.tensor(self.y[p])
-        return PaddedData(X, Y, torch.tensor([len(p) for p in chosen], dtype=torch.int64))
-
-    def test_set(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        return torch.tensor(self.X_test, dtype=dtype), torch.tensor(self.y_test)
 
 
 class Synthetic:
@@ -217,8 +208,8 @@ class PooledData:
 
 @functools.lru_cache(maxsize=4)
 def _source(spec: DataSpec, seed: int):
-    if spec.kind == "digits":
-        return Digits(spec, seed)
+    if spec.kind in ("digits", "dataset"):
+        return _partitioned(spec, seed)
     if spec.kind == "synthetic":
         return Synthetic(spec, seed)
     if spec.kind == "arrays":
@@ -227,30 +218,94 @@ def _source(spec: DataSpec, seed: int):
     return ArrayData([A for A, _ in pairs], [b for _, b in pairs])
 
 
-@functools.lru_cache(maxsize=4)
-def _digits_split(num_agents: int, alpha: float, test_fraction: float, seed: int):
-    """(per-agent index arrays into the training set, X_train, y_train, X_test, y_test), deterministic in seed."""
-    from sklearn.datasets import load_digits
-
-    X, y = load_digits(return_X_y=True)
-    X = X / 16.0                                             # pixels are 0..16
-    rs = np.random.RandomState(seed)
-    order = rs.permutation(len(y))
-    n_test = int(round(test_fraction * len(y)))
-    test, train = order[:n_test], order[n_test:]
+def dirichlet_parts(y: np.ndarray, rows: np.ndarray, num_agents: int, alpha: float,
+                    rs: np.random.RandomState) -> list[np.ndarray]:
+    """Label skew: each class's rows `rows` shared among the agents in Dirichlet(alpha) proportions (small
+    alpha: each agent sees few classes); an agent left empty takes a row from the largest agent."""
     parts: list[list[int]] = [[] for _ in range(num_agents)]
-    for c in range(10):
-        members = train[y[train] == c]
+    for c in np.unique(y[rows]):
+        members = rows[y[rows] == c]
         rs.shuffle(members)
         share = rs.dirichlet(np.full(num_agents, alpha))
         cuts = (np.cumsum(share)[:-1] * len(members)).astype(int)
         for agent, chunk in enumerate(np.split(members, cuts)):
             parts[agent] += chunk.tolist()
-    for agent in range(num_agents):                          # every agent holds at least one image
+    for agent in range(num_agents):
         while not parts[agent]:
             donor = max(range(num_agents), key=lambda a: len(parts[a]))
             parts[agent].append(parts[donor].pop())
-    return [np.array(p) for p in parts], X, y, X[test], y[test]
+    return [np.array(p) for p in parts]
+
+
+def shard_parts(y: np.ndarray, rows: np.ndarray, num_agents: int, shards_per_agent: int,
+                rs: np.random.RandomState) -> list[np.ndarray]:
+    """Pathological non-i.i.d. (McMahan et al.): rows sorted by label, cut into num_agents * k shards, k each."""
+    ordered = rows[np.argsort(y[rows], kind="stable")]
+    shards = np.array_split(ordered, num_agents * shards_per_agent)
+    deal = rs.permutation(len(shards)).reshape(num_agents, shards_per_agent)
+    return [np.concatenate([shards[k] for k in hand]) for hand in deal]
+
+
+def column_parts(values: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
+    """Natural partition: one agent per distinct value of a column (a user id, a hospital, a device)."""
+    return [rows[values[rows] == v] for v in np.unique(values[rows])]
+
+
+def load_table(source: str, label: str, column: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(features, labels, natural column or None) of `sklearn:NAME` (a scikit-learn loader such as load_wine)
+    or of a `datasets` table: a local .csv/.json/.jsonl/.parquet file, a local dataset directory or a hub name."""
+    if source.startswith("sklearn:"):
+        import sklearn.datasets
+
+        loader = getattr(sklearn.datasets, source.removeprefix("sklearn:"), None)
+        if loader is None or not callable(loader):
+            raise ValueError(f"data.source: scikit-learn has no loader {source.removeprefix('sklearn:')!r}")
+        X, y = loader(return_X_y=True)
+        if column is not None:
+            raise ValueError("data.column: a scikit-learn table has no named columns; use partition dirichlet/shards")
+        return np.asarray(X, dtype=np.float64), np.asarray(y), None
+    import datasets
+
+    builders = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+    suffix = Path(source).suffix
+    table = (datasets.load_dataset(builders[suffix], data_files=source, split="train") if suffix in builders
+             else datasets.load_dataset(source, split="train")).to_pandas()
+    for key, name in (("label", label), ("column", column)):
+        if name is not None and name not in table.columns:
+            raise ValueError(f"data.{key}: no column {name!r} in {source} (columns: {list(table.columns)[:8]})")
+    natural = table.pop(column).to_numpy() if column is not None else None
+    y = table.pop(label).to_numpy()
+    try:
+        X = table.to_numpy(dtype=np.float64)
+    except ValueError:
+        raise ValueError(f"data.source: {source}: every column but the label and the natural one must be numeric"
+                         ) from None
+    return X, y, natural
+
+
+def _partitioned(spec: "DataSpec", seed: int) -> ArrayData:
+    """A table split into a test set (test_fraction) and agents, features standardised on the training rows
+    (digits: pixels / 16, as the images are)."""
+    if spec.kind == "digits":
+        X, y, natural = load_table("sklearn:load_digits", "label", None)
+        X = X / 16.0
+    else:
+        X, y, natural = load_table(spec.source, spec.label, spec.column)
+    y = np.unique(y, return_inverse=True)[1]
+    rs = np.random.RandomState(seed)
+    order = rs.permutation(len(y))
+    n_test = int(round(spec.test_fraction * len(y)))
+    test, train = order[:n_test], order[n_test:]
+    if spec.kind == "dataset":
+        mean, std = X[train].mean(0), X[train].std(0)
+        X = (X - mean) / np.where(std > 0, std, 1.0)
+    if spec.partition == "column":
+        parts = column_parts(natural, train)
+    elif spec.partition == "shards":
+        parts = shard_parts(y, train, spec.num_agents, spec.shards_per_agent, rs)
+    else:
+        parts = dirichlet_parts(y, train, spec.num_agents, spec.alpha, rs)
+    return ArrayData([X[p] for p in parts], [y[p] for p in parts], X[test], y[test])
 
 
 def _least_squares_agent(spec: DataSpec, seed: int, agent: int) -> tuple[np.ndarray, np.ndarray]:

@@ -34,7 +34,7 @@ class Problem:
     @property
     def source(self):
         """The object that builds each agent's data (the ArrayData itself, or what the DataSpec names)."""
-        return self.data if isinstance(self.data, ArrayData) else self.data.source(self.seed)
+        return self.data if isinstance(self.data, ArrayData) else self.data.build(self.seed)
 
     @property
     def num_agents(self) -> int:

@@ -22,7 +22,7 @@ SPEC = DataSpec(kind="least_squares", num_agents=M, dim=D, rows=ROWS)
 
 
 def stacked_problem() -> StackedProblem:
-    data = SPEC.source(0).agent_data(torch.arange(M), torch.float64)
+    data = SPEC.build(0).agent_data(torch.arange(M), torch.float64)
     A_i, b_i = data.X, data.Y                                   # (m, rows, d), (m, rows)
 
     def objective(u, _xi=None):

@@ -28,7 +28,7 @@ def config_file(tmp_path, **extra):
     ("availability.p=0", "availability.p: Input should be greater than 0 (got 0)"),
     ("availability.p=1.5", "availability.p: Input should be less than or equal to 1 (got 1.5)"),
     ("data.num_agents=0", "data.num_agents: Input should be greater than or equal to 1 (got 0)"),
-    ("data.kind=mnist", "data.kind: Input should be 'digits', 'least_squares', 'synthetic' or 'arrays' (got 'mnist')"),
+    ("data.kind=mnist", "data.kind: Input should be 'digits', 'least_squares', 'synthetic', 'arrays' or 'dataset' (got 'mnist')"),
     ("model.name=least_squares", "model: least_squares needs real-valued targets"),
     ("availability.kind=markov availability.p=0.9 availability.mean_on=2", "needs mean_on >= p / (1 - p) = 9"),
     ("methods=[ssl_alm,fedsgd]", "methods.1: Input should be 'ssl_alm', 'fedavg', 'fedprox' or 'scaffold' (got 'fedsgd')"),

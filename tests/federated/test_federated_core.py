@@ -190,7 +190,7 @@ def test_safeguard_resets_every_dual_when_the_global_norm_reaches_M_y():
 
 def test_digits_are_split_with_label_skew_and_every_agent_holds_data():
     spec = DataSpec(kind="digits", num_agents=50, alpha=0.1)
-    data = spec.source(0).agent_data(torch.arange(50))
+    data = spec.build(0).agent_data(torch.arange(50))
     assert int(data.counts.min()) >= 1 and int(data.counts.sum()) == 1797 - round(0.2 * 1797)
     classes = [len(set(data.Y[i, : data.counts[i]].tolist())) for i in range(50)]
     assert np.mean(classes) < 5   # with alpha = 0.1 an agent sees few of the 10 classes

@@ -82,3 +82,32 @@ def test_ray_actors_give_the_in_process_result(ray_local):
     actors = simulate(data, rounds=30, availability={"kind": "markov", "p": 0.3}, eval_every=10, num_actors=2)
     np.testing.assert_allclose(actors.x, here.x, rtol=0, atol=1e-12)
     assert [r["round"] for r in actors.history] == [10, 20, 30]
+
+
+@pytest.mark.parametrize("partition, extra", [("dirichlet", {"alpha": 0.2}), ("shards", {"shards_per_agent": 1})])
+def test_a_scikit_learn_table_is_partitioned_with_label_skew(partition, extra):
+    from raylab.federated import DataSpec
+
+    data = DataSpec(kind="dataset", source="sklearn:load_wine", num_agents=6, partition=partition, **extra).build(0)
+    assert data.num_agents == 6 and data.classes == 3 and data.test is not None
+    assert sum(len(b) for b in data.targets) + len(data.test[1]) == 178
+    if partition == "shards":        # one label-sorted shard each: every agent but those at class edges sees one class
+        assert sum(len(set(b.tolist())) == 1 for b in data.targets) >= 4
+
+
+def test_a_table_file_with_a_natural_column_gives_one_agent_per_value(tmp_path):
+    import pandas as pd
+
+    from raylab.federated import DataSpec
+
+    rs = np.random.RandomState(2)
+    table = pd.DataFrame({"a": rs.randn(90), "b": rs.randn(90), "hospital": np.repeat(["x", "y", "z"], 30)})
+    table["label"] = (table["a"] > 0).astype(int)
+    table.to_csv(tmp_path / "t.csv", index=False)
+    spec = DataSpec(kind="dataset", source=str(tmp_path / "t.csv"), partition="column", column="hospital")
+    data = spec.build(0)
+    assert data.num_agents == 3 and data.dim == 2
+    result = simulate(spec, model="logistic", rounds=100, eval_every=100, availability={"p": 1.0})
+    assert result.history[-1]["ssl_alm_accuracy"] > 0.8
+    with pytest.raises(ValueError, match="data.label: no column 'y'"):
+        DataSpec(kind="dataset", source=str(tmp_path / "t.csv"), label="y").build(0)
