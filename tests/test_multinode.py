@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -131,10 +132,14 @@ def test_federated_run_on_two_nodes_equals_a_local_run(cluster, ray_local, tmp_p
 def test_ray_job_submit_runs_raylab_on_the_cluster(cluster, tmp_path):
     path = toy_yaml(tmp_path, output_dir=str(tmp_path / "job"))
     ray_cli = Path(sys.executable).with_name("ray")
-    proc = subprocess.run([str(ray_cli), "job", "submit", "--address", cluster.dashboard_url, "--",
-                           sys.executable, "-m", "raylab.cli", "run", str(path)],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                          env={**os.environ, "RAY_ADDRESS": ""})
+    for _ in range(12):  # the head's job agent comes up some seconds after the cluster does
+        proc = subprocess.run([str(ray_cli), "job", "submit", "--address", cluster.dashboard_url, "--",
+                               sys.executable, "-m", "raylab.cli", "run", str(path)],
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                              env={**os.environ, "RAY_ADDRESS": ""})
+        if "No available agent" not in proc.stderr + proc.stdout:
+            break
+        time.sleep(5)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert "results: " in proc.stdout and "succeeded" in proc.stdout
     run_dir = only_run(tmp_path / "job")
