@@ -16,15 +16,21 @@ A finished block's keys and values are kept from the forward that fed it as part
 separate KV-store pass is made. The prompt's complete blocks are encoded once up front (`prefill_passes`: 1, or
 0 when the prompt holds no complete block), reported in `DecodeResult.model_calls`, not in `nfe`.
 
+Verification of k drafts shares its sequence's cached prefix: the cache is handed over once per sequence with
+`owner` (row i belongs to sequence owner[i]), and `shared_prefix_attention` computes every draft's attention to
+that prefix from the one copy (the queries of a sequence's drafts are grouped against it), then merges it with
+each draft's own keys in one softmax. No key or value of the prefix is copied per draft.
+
 Model protocol: `model.forward_cached(input_ids (N, S), positions (N, S), attention_mask (N, S, C + S) bool,
-past)` -> (logits (N, S, V), per layer (k, v) of the S tokens, each (N, heads, S, head_dim)), where `past` is a
-list per layer of (k, v) of shape (N, heads, C, head_dim). `raylab.diffusion.model.TinyMDLM` implements it.
+past, owner=None)` -> (logits (N, S, V), per layer (k, v) of the S tokens, each (N, heads, S, head_dim)), where
+`past` is a list per layer of (k, v) of shape (N, heads, C, head_dim), or with `owner` (N,) of shape
+(B, heads, C, head_dim), one per sequence. `TinyMDLM` and the native models implement it.
 """
 from __future__ import annotations
 
 import torch
 
-from raylab.diffusion.decoding import position_blocks
+from raylab.diffusion.blocks import position_blocks
 
 
 class CachedForward:
@@ -77,8 +83,9 @@ class CachedForward:
         own = valid[:, None, :] & (k_blk[:, None, :] <= q_blk[:, :, None])
         own |= torch.eye(S, dtype=torch.bool, device=dev)  # a padding query attends to itself (no empty row)
         cached = (torch.arange(C, device=dev)[None, :] < start[:, None])[:, None, :].expand(N, S, C)
-        past = None if self.keys is None else [(k[rows, :, :C], v[rows, :, :C]) for k, v in zip(self.keys, self.values)]
-        logits, kv = self.model.forward_cached(ids, pos, torch.cat([cached, own], dim=2), past)
+        past = None if self.keys is None else [(k[:, :, :C], v[:, :, :C]) for k, v in zip(self.keys, self.values)]
+        logits, kv = self.model.forward_cached(ids, pos, torch.cat([cached, own], dim=2), past,
+                                               owner=None if past is None else rows)
         if self.keys is None:
             self._allocate(kv, len(self.cached))
         self.last = rows, start, pos, valid, first, kv
@@ -105,3 +112,37 @@ class CachedForward:
         if self.absolute:
             return ((self.P + first) // self.L + 1) * self.L
         return self.P + (first // self.L + 1) * self.L
+
+
+def shared_prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+                            past_k: torch.Tensor, past_v: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+    """Softmax attention of rows q (N, H, S, D) over [their sequence's prefix, their own k/v (N, Hkv, S, D)],
+    the prefix given once per sequence (past_k/past_v (B, Hkv, C, D), row i's is owner[i]); mask (N, S, C + S)
+    bool. Equals attention over per-row copies of the prefix (to rounding). H must be a multiple of Hkv."""
+    N, H, S, D = q.shape
+    B, Hkv, C, _ = past_k.shape
+    g = H // Hkv
+    scale = D ** -0.5
+    # rows of one sequence side by side: slot[i] is row i's place among its sequence's rows
+    order = torch.argsort(owner, stable=True)
+    counts = torch.bincount(owner, minlength=B)
+    first = torch.cumsum(counts, 0) - counts
+    slot = torch.empty_like(owner)
+    slot[order] = torch.arange(N, device=owner.device) - first[owner[order]]
+    m = int(counts.max())
+    grouped = q.new_zeros(B, m, H, S, D)
+    grouped[owner, slot] = q
+    grouped = grouped.view(B, m, Hkv, g, S, D).permute(0, 2, 1, 3, 4, 5).reshape(B, Hkv, m * g * S, D)
+    prefix = (grouped @ past_k.transpose(-1, -2)) * scale                     # (B, Hkv, m*g*S, C)
+    prefix = prefix.view(B, Hkv, m, g, S, C).permute(0, 2, 1, 3, 4, 5).reshape(B, m, H, S, C)[owner, slot]
+    k_own = k.repeat_interleave(g, dim=1) if g > 1 else k
+    v_own = v.repeat_interleave(g, dim=1) if g > 1 else v
+    own = (q @ k_own.transpose(-1, -2)) * scale                               # (N, H, S, S)
+    scores = torch.cat([prefix, own], dim=-1).masked_fill(~mask[:, None], -torch.inf)
+    p = torch.softmax(scores, dim=-1)
+    p_prefix = p[..., :C].new_zeros(B, m, H, S, C)
+    p_prefix[owner, slot] = p[..., :C]
+    p_prefix = p_prefix.view(B, m, Hkv, g, S, C).permute(0, 2, 1, 3, 4, 5).reshape(B, Hkv, m * g * S, C)
+    out = (p_prefix @ past_v).view(B, Hkv, m, g, S, D).permute(0, 2, 1, 3, 4, 5).reshape(B, m, H, S, D)
+    return out[owner, slot] + p[..., C:] @ v_own
+

@@ -46,6 +46,9 @@ from typing import Callable, Literal
 
 import torch
 
+from raylab.diffusion.blocks import block_causal_mask, padded_gen_length, position_blocks
+from raylab.diffusion.cache import CachedForward
+
 Method = Literal["static", "parallel", "freedave"]
 
 
@@ -117,31 +120,6 @@ def model_limits(model) -> tuple[int | None, int | None]:
     vocab = getattr(model, "vocab_size", None) or getattr(cfg, "vocab_size", None)
     ctx = getattr(model, "max_length", None) or getattr(cfg, "max_position_embeddings", None)
     return vocab, ctx
-
-
-def padded_gen_length(prompt_len: int, gen_length: int, block_length: int, layout: str) -> int:
-    """The answer length decoded: `gen_length`, or with the absolute layout what fills the last block."""
-    if layout == "absolute":
-        return -(-(prompt_len + gen_length) // block_length) * block_length - prompt_len
-    return gen_length
-
-
-def position_blocks(prompt_len: int, gen_length: int, block_length: int, layout: str = "answer",
-                    device=None) -> torch.Tensor:
-    """(T,) block id of every position. "answer": the prompt is block 0 and answer block b is b + 1 (blocks laid
-    from the prompt's end); "absolute": block p // block_length, blocks at multiples of the block size from
-    position 0, as SDAR/TraDo are trained and run (the prompt's last block is completed by the answer)."""
-    pos = torch.arange(prompt_len + gen_length, device=device)
-    if layout == "absolute":
-        return pos // block_length
-    return torch.where(pos < prompt_len, 0, (pos - prompt_len) // block_length + 1)
-
-
-def block_causal_mask(prompt_len: int, gen_length: int, block_length: int, layout: str = "answer",
-                      device=None) -> torch.Tensor:
-    """(T, T) bool: a query sees keys of its own and earlier blocks (see `position_blocks`)."""
-    blk = position_blocks(prompt_len, gen_length, block_length, layout, device)
-    return blk[None, :] <= blk[:, None]
 
 
 class Forward:
@@ -242,7 +220,6 @@ def generate(model: Callable, prompt_ids: torch.Tensor, *, method: Method = "fre
     if use_cache:
         if attention != "block_causal" or shifted_logits:
             raise ValueError("use_cache: the exact prefix cache needs attention='block_causal' and aligned logits")
-        from raylab.diffusion.cache import CachedForward
         forward = CachedForward(model, prompt_ids, G, block_length, mask_token_id, block_layout,
                                 feed_to_end=eager_drafts and method == "freedave")
     else:

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from raylab.diffusion.cache import shared_prefix_attention
+
 
 @dataclass
 class TinyMDLMConfig:
@@ -44,15 +46,20 @@ class Block(nn.Module):
         self.qkv, self.out = nn.Linear(d, 3 * d), nn.Linear(d, d)
         self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
 
-    def forward(self, h: torch.Tensor, attention_mask: torch.Tensor | None, past: tuple | None = None):
-        """-> (h, (k, v) of these tokens); `past` (k, v) of earlier tokens are attended to before them."""
+    def forward(self, h: torch.Tensor, attention_mask: torch.Tensor | None, past: tuple | None = None,
+                owner: torch.Tensor | None = None):
+        """-> (h, (k, v) of these tokens); `past` (k, v) of earlier tokens are attended to before them (one per
+        row, or with `owner` one per sequence, shared by its rows: `raylab.diffusion.cache`)."""
         N, T, d = h.shape
         q, k, v = self.qkv(self.norm1(h)).view(N, T, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         new = (k, v)
-        if past is not None:
-            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        mask = None if attention_mask is None else attention_mask[:, None]
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if past is not None and owner is not None:
+            a = shared_prefix_attention(q, k, v, attention_mask, past[0], past[1], owner)
+        else:
+            if past is not None:
+                k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+            mask = None if attention_mask is None else attention_mask[:, None]
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         h = h + self.out(a.transpose(1, 2).reshape(N, T, d))
         return h + self.mlp(self.norm2(h)), new
 
@@ -80,14 +87,15 @@ class TinyMDLM(nn.Module):
         return logits
 
     def forward_cached(self, input_ids: torch.Tensor, positions: torch.Tensor,
-                       attention_mask: torch.Tensor | None = None, past: list | None = None):
+                       attention_mask: torch.Tensor | None = None, past: list | None = None,
+                       owner: torch.Tensor | None = None):
         """The prefix-cache protocol of `raylab.diffusion.cache`: tokens at `positions` (N, S) attend to the
         cached keys/values `past` (per layer (k, v), each (N, heads, C, head_dim)) and to themselves, as the
         bool mask (N, S, C + S) allows. Returns (logits (N, S, V), per layer (k, v) of the S tokens)."""
         h = self.tok(input_ids) + self.pos(positions)
         kv = []
         for i, block in enumerate(self.blocks):
-            h, new = block(h, attention_mask, None if past is None else past[i])
+            h, new = block(h, attention_mask, None if past is None else past[i], owner)
             kv.append(new)
         return self.head(self.norm(h)), kv
 

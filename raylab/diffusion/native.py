@@ -31,6 +31,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from raylab.diffusion.cache import shared_prefix_attention
+
 ARCHS = ("llada", "dream", "sdar")
 MODEL_TYPES = {"llada": "llada", "dream": "dream", "sdar": "sdar"}  # config model_type (lower case) -> arch
 
@@ -164,7 +166,7 @@ class Layer(nn.Module):
         self.up = nn.Linear(c.hidden_size, c.intermediate_size, bias=False)
         self.down = nn.Linear(c.intermediate_size, c.hidden_size, bias=False)
 
-    def forward(self, h, cos, sin, mask, past):
+    def forward(self, h, cos, sin, mask, past, owner=None):
         N, S, _ = h.shape
         c = self.c
         x = self.attn_norm(h)
@@ -175,12 +177,15 @@ class Layer(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = rotate(q.transpose(1, 2), cos, sin), rotate(k.transpose(1, 2), cos, sin)
         new = (k, v)
-        if past is not None:
-            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        groups = c.num_heads // c.num_kv_heads
-        if groups > 1:
-            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask[:, None])
+        if past is not None and owner is not None:  # drafts share their sequence's prefix (diffusion.cache)
+            a = shared_prefix_attention(q, k, v, mask, past[0], past[1], owner)
+        else:
+            if past is not None:
+                k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+            groups = c.num_heads // c.num_kv_heads
+            if groups > 1:
+                k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask[:, None])
         h = h + self.o(a.transpose(1, 2).reshape(N, S, -1))
         x = self.mlp_norm(h)
         return h + self.down(F.silu(self.gate(x)) * self.up(x)), new
@@ -218,17 +223,19 @@ class DiffusionTransformer(nn.Module):
         return self.forward_cached(input_ids, positions, attention_mask, None)[0]
 
     def forward_cached(self, input_ids: torch.Tensor, positions: torch.Tensor,
-                       attention_mask: torch.Tensor | None = None, past: list | None = None):
+                       attention_mask: torch.Tensor | None = None, past: list | None = None,
+                       owner: torch.Tensor | None = None):
         """Tokens at `positions` (N, S) attend to the cached keys/values `past` (per layer (k, v), each
-        (N, kv_heads, C, head_dim), rotary already applied) and to themselves, as the bool mask (N, S, C + S)
-        allows. Returns (logits (N, S, V), per layer (k, v) of the S tokens)."""
+        (N, kv_heads, C, head_dim), rotary already applied; with `owner` (N,) one per sequence, (B, ...), shared
+        by the rows it owns) and to themselves, as the bool mask (N, S, C + S) allows. Returns (logits
+        (N, S, V), per layer (k, v) of the S tokens)."""
         h = self.embed(input_ids)
         freqs = positions.to(torch.float32)[..., None] * self.inv_freq(input_ids.device)
         emb = torch.cat([freqs, freqs], dim=-1)[:, None]
         cos, sin = emb.cos().to(h.dtype), emb.sin().to(h.dtype)
         kv = []
         for i, layer in enumerate(self.layers):
-            h, new = layer(h, cos, sin, attention_mask, None if past is None else past[i])
+            h, new = layer(h, cos, sin, attention_mask, None if past is None else past[i], owner)
             kv.append(new)
         h = self.norm(h)
         return (F.linear(h, self.embed.weight) if self.head is None else self.head(h)), kv

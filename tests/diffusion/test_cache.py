@@ -53,3 +53,24 @@ def test_cache_needs_block_causal_attention_and_a_cache_aware_model():
     with pytest.raises(ValueError, match="use_cache: the model has no forward_cached method"):
         generate(lambda ids, mask: MODEL(ids, mask), torch.tensor([[1]]), gen_length=2, mask_token_id=MASK,
                  attention="block_causal", use_cache=True)
+
+
+def test_drafts_share_their_sequences_cached_prefix():
+    """Attention to one shared prefix per sequence equals attention to a copy per row (native GQA and TinyMDLM)."""
+    from raylab.diffusion.native import random_model
+
+    for model in (MODEL, random_model("sdar", seed=2, scale=4.0).double()):
+        g = torch.Generator().manual_seed(0)
+        B, C, S = 3, 6, 4
+        vocab = model.vocab_size - 2
+        prefix_ids = torch.randint(0, vocab, (B, C), generator=g)
+        _, past = model.forward_cached(prefix_ids, torch.arange(C).expand(B, -1), None, None)
+        owner = torch.tensor([0, 0, 2, 1, 2, 2, 0])  # drafts of three sequences, interleaved
+        ids = torch.randint(0, vocab, (len(owner), S), generator=g)
+        start = torch.tensor([6, 4, 5])[owner]       # sequences cached different lengths
+        mask = torch.cat([(torch.arange(C)[None] < start[:, None])[:, None].expand(-1, S, -1),
+                          torch.ones(len(owner), S, S, dtype=torch.bool)], dim=2)
+        pos = start[:, None] + torch.arange(S)
+        shared, _ = model.forward_cached(ids, pos, mask, past, owner=owner)
+        copied, _ = model.forward_cached(ids, pos, mask, [(k[owner], v[owner]) for k, v in past])
+        torch.testing.assert_close(shared, copied, rtol=0, atol=1e-10)
