@@ -9,10 +9,10 @@ cooper (one per roll, as cooper computes one violation); eps in {0.1, 0.03, 0.01
 evaluations per run. `fixed`: the same QP with an exact constraint (constraint_noise=0), eps 0.01, cap 64000.
 
 Contenders: ssl_alm and storm_alm (raylab) against penalty (rho_t = rho (1+t)^power, an extra step decay
-(1+t)^-decay, last or averaged iterate), sgda, and cooper's AugmentedLagrangian with SGD on x and the
+(1+t)^-decay, last or averaged iterate), sgda (on the fixed instance, as before), and cooper's AugmentedLagrangian with SGD on x and the
 multipliers (`CooperStep`, a plain-torch transcription checked against cooper itself at the start of every run).
 Every run uses constant hyper-parameters from its grid (`grids`): at least 24 points per ALM (step scale, beta
-ratio, rho ratio; STORM's alpha too), 36 for penalty, 20 for sgda, 27 for cooper.
+ratio, rho ratio; STORM's alpha too), 36 for penalty, 20 for sgda (fixed instance only), 27 for cooper.
 
 Protocol. Each grid point runs on seeds 0-2; for each eps a method's pick is its point with the lowest median
 samples-to-eps (`raylab.constrained.samples_to_reach`: the first check, on a geometric grid of ratio 1.25, from
@@ -39,17 +39,18 @@ from raylab.constrained.methods import default_rho, storm_initial_batch, storm_i
 from raylab.constrained.stationarity import default_mu
 
 QP = dict(dim=20, constraints=5, X="box", m=1.0, M=10.0, noise=0.1, seed=0)
-INSTANCES = {"stochastic": dict(constraint_noise=0.1, eps=(0.1, 0.03, 0.01), cap=512_000),
-             "fixed": dict(constraint_noise=0.0, eps=(0.01,), cap=64_000)}
-OURS, BASELINES = ("ssl_alm", "storm_alm"), ("penalty", "sgda", "cooper_alm")
+INSTANCES = {"stochastic": dict(constraint_noise=0.1, eps=(0.1, 0.03, 0.01), cap=512_000,
+                                baselines=("penalty", "cooper_alm")),
+             "fixed": dict(constraint_noise=0.0, eps=(0.01,), cap=64_000, baselines=("penalty", "sgda", "cooper_alm"))}
+OURS = ("ssl_alm", "storm_alm")
 TUNE_SEEDS, FRESH_SEEDS = (0, 1, 2), tuple(range(100, 110))
 HOLD, CHECK_FIRST, CHECK_RATIO = 3, 200, 1.25
 ALM_HORIZON = 16000  # the run length whose default step sizes the ALMs' step scale multiplies
 # grids, each factor relative to the method's defaults (ALMs), rho0 = default_rho, L and L + rho ||A||^2
 SSL_GRID = dict(scale=(1, 1 / 3, 1 / 10, 1 / 30), beta=(1, 3), rho=(1 / 3, 1, 3))
 STORM_GRID = dict(scale=(1, 1 / 3, 1 / 10), beta=(1, 3), rho=(1, 3), alpha=(1, 10))
-PENALTY_GRID = dict(rho=(0.1, 1, 10), power=(0.5, 1.0, 1.5), decay=(0.0, 0.5), average=(0.0, 1.0))
-PENALTY_TAU = 1.9  # its step is tau / (L + rho_t ||A||^2); 2 is the stability limit
+# tau: its step is tau / (L + rho_t ||A||^2), 2 the stability limit; the extra decay comes with averaged output
+PENALTY_GRID = dict(tau=(1.0, 1.9), rho=(0.1, 1, 10), power=(0.5, 1.0, 1.5), decay_average=((0.0, 0.0), (0.5, 1.0)))
 SGDA_TAUS, SGDA_ETAS = (0.003, 0.01, 0.001, 0.03, 0.1), (1.0, 3.0, 0.3, 0.1)
 COOPER_RHOS, COOPER_LRS, COOPER_DUAL_LRS = (10.0, 1.0, 30.0), (0.1, 0.03, 0.3), (0.5, 0.1, 2.0)
 
@@ -169,8 +170,8 @@ def grids(problem, quick: bool = False) -> dict[str, list[dict]]:
                 h["alpha"] = min(1.0, base["alpha"] * g["alpha"])
             points.append(h)
         out[name] = points
-    out["penalty"] = [{"tau": PENALTY_TAU, "rho": g["rho"] * rho0, "power": g["power"], "decay": g["decay"],
-                       "average": g["average"]} for g in product(PENALTY_GRID)]
+    out["penalty"] = [{"tau": g["tau"], "rho": g["rho"] * rho0, "power": g["power"], "decay": g["decay_average"][0],
+                       "average": g["decay_average"][1]} for g in product(PENALTY_GRID)]
     out["sgda"] = [{"tau": t / L, "eta": e / L} for t in SGDA_TAUS for e in SGDA_ETAS]
     out["cooper_alm"] = [{"lr": t / (L + r * rho0 * a2), "dual_lr": d * r * rho0, "rho": r * rho0}
                          for r in COOPER_RHOS for t in COOPER_LRS for d in COOPER_DUAL_LRS]
@@ -296,17 +297,18 @@ def main(argv: list[str]) -> int:
 
         start = time.time()
         task = ray.remote(measure).options(num_cpus=1)
-        refs = {(n, m): task.remote(m, n, args.quick) for n in names for m in OURS + BASELINES}
+        refs = {(n, m): task.remote(m, n, args.quick) for n in names for m in OURS + INSTANCES[n]["baselines"]}
         results = {f"{n}/{m}": ray.get(ref) for (n, m), ref in refs.items()}
         tables = []
         for n in names:
             cap = 20_000 if args.quick else INSTANCES[n]["cap"]
             rows = []
             for eps in INSTANCES[n]["eps"]:
-                per = {m: results[f"{n}/{m}"][str(eps)] for m in OURS + BASELINES}
+                baselines = INSTANCES[n]["baselines"]
+                per = {m: results[f"{n}/{m}"][str(eps)] for m in OURS + baselines}
                 ours = min(per[m]["samples"] for m in OURS)
-                base = min(per[m]["samples"] for m in BASELINES)
-                for m in OURS + BASELINES:
+                base = min(per[m]["samples"] for m in baselines)
+                for m in OURS + baselines:
                     r = per[m]
                     rows.append([eps, m, r["samples"], r["oracle_calls"], r["constraint_samples"],
                                  f"{r['fresh_reached']}/{len(FRESH_SEEDS[:2] if args.quick else FRESH_SEEDS)}",

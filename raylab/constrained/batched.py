@@ -7,9 +7,8 @@ written over a leading batch dimension, so that a benchmark's seeds and grid poi
     values = BatchedMeter(qp, problem, mu)(runs.output())   # (B,) stationarity of the outputs
 
 f(x; xi) = F(x) + noise (e1^T x + ((e2^T x)^2 - ||x||^2) / 2) and r(x, zeta) = (A + sE) x - (b + se) as in
-`raylab.constrained.problems.sampled_constraint_qp`, X the box [0, 1]^n. Each run draws from its own generator
-(a chunk of iterations per call, float32 normals used in float64), so its noise differs from a per-run method's
-stream, but given the same draws run b equals `make_optimizer(problem, method, samples, **hyper_b)` step for
+`raylab.constrained.problems.sampled_constraint_qp`, X the box [0, 1]^n. A batch draws its noise in blocks
+(`Draws`), so a run's noise differs from a per-run method's stream, but given the same draws run b equals `make_optimizer(problem, method, samples, **hyper_b)` step for
 step: tests/constrained/test_batched.py replays a batch's draws to the per-run methods and checks it to 1e-12.
 Methods: ssl_alm, storm_alm, sgda, penalty (with its decay and averaged output) and cooper_alm (cooper's augmented
 Lagrangian: one zeta per step, dual ascent first, the same as `raylab.bench.alm.CooperStep`).
@@ -47,33 +46,38 @@ class BatchedQP:
         return x @ self.Q.T + self.c + self.noise * (e1 + (e2 * x).sum(-1, keepdim=True) * e2 - x)
 
     def residual(self, x: Tensor, E: Tensor, e: Tensor) -> Tensor:
-        return x @ self.A.T + self.s * torch.einsum("bkn,bn->bk", E, x) - (self.b + self.s * e)
+        return x @ self.A.T + self.s * torch.bmm(E, x[:, :, None])[:, :, 0] - (self.b + self.s * e)
 
     def transpose(self, E: Tensor, v: Tensor) -> Tensor:
-        return v @ self.A + self.s * torch.einsum("bkn,bk->bn", E, v)
-
-
-def _normal(shape: tuple, gen: torch.Generator) -> Tensor:
-    """Standard normals drawn in float32 (three times faster to generate than float64; drawing the noise is most
-    of a batched run's time) and used in float64 like everything else."""
-    return torch.randn(shape, generator=gen, dtype=torch.float32).to(DT)
+        """A(zeta)^T v for v of shape (B, k), or for several vectors at once, (B, k, j) -> (B, n, j)."""
+        if v.ndim == 3:
+            return torch.matmul(self.A.T, v) + self.s * torch.bmm(E.transpose(1, 2), v)
+        return v @ self.A + self.s * torch.bmm(E.transpose(1, 2), v[:, :, None])[:, :, 0]
 
 
 class Draws:
-    """Per-run generators read CHUNK iterations ahead, one call per run and kind of draw (so a batch costs a few
-    generator calls per chunk, not per iteration). `iteration()` gives this iteration's `xi` draws as (e1, e2)
-    and its `zeta` draws as (E, e), each with a leading batch dimension."""
+    """The batch's noise, CHUNK iterations at a time: one generator per batch (seeded from the runs' seeds), one
+    call per kind of draw, float32 normals used in float64 (drawing the noise is most of a batched run's time).
+    `iteration()` gives this iteration's `xi` draws as (e1, e2) and its `zeta` draws as (E, e), each with a
+    leading batch dimension; runs are independent, and the same seeds give the same draws."""
 
     def __init__(self, seeds: list[int], n: int, k: int, xi_per_iteration: int, zeta_per_iteration: int):
-        self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        self.n, self.k, self.nx, self.nz = n, k, xi_per_iteration, zeta_per_iteration
+        seed = 0
+        for s in seeds:
+            seed = (seed * 1_000_003 + int(s) + 1) % (2 ** 62)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.B, self.n, self.k, self.nx, self.nz = len(seeds), n, k, xi_per_iteration, zeta_per_iteration
+        self.rows = None  # the runs still kept (None: all)
         self.pos = CHUNK
 
+    def _normal(self, *shape: int) -> Tensor:
+        out = torch.randn(CHUNK, self.B, *shape, generator=self.gen, dtype=torch.float32).to(DT)
+        return out if self.rows is None else out[:, self.rows]
+
     def _refill(self) -> None:
-        n, k = self.n, self.k
-        self.xi = torch.stack([_normal((CHUNK, self.nx, 2, n), g) for g in self.gens], 1)
-        self.E = torch.stack([_normal((CHUNK, self.nz, k, n), g) for g in self.gens], 1)
-        self.e = torch.stack([_normal((CHUNK, self.nz, k), g) for g in self.gens], 1)
+        self.xi = self._normal(self.nx, 2, self.n)
+        self.E = self._normal(self.nz, self.k, self.n)
+        self.e = self._normal(self.nz, self.k)
         self.pos = 0
 
     def iteration(self) -> tuple[list, list]:
@@ -85,14 +89,14 @@ class Draws:
         return xi, [(self.E[i, :, j], self.e[i, :, j]) for j in range(self.nz)]
 
     def keep(self, rows: Tensor) -> None:
-        """Drops every run not in `rows` (indices into the current batch)."""
-        self.gens = [self.gens[i] for i in rows.tolist()]
+        """Drops every run not in `rows` (indices into the current batch); the others' draws are unchanged."""
+        self.rows = rows if self.rows is None else self.rows[rows]
         if self.pos < CHUNK:
             self.xi, self.E, self.e = self.xi[:, rows], self.E[:, rows], self.e[:, rows]
 
     def initial_xi(self, count: int) -> list[tuple[Tensor, Tensor]]:
         """`count` xi draws per run before the first iteration (STORM's initial batch)."""
-        d = torch.stack([_normal((count, 2, self.n), g) for g in self.gens], 1)
+        d = torch.randn(count, self.B, 2, self.n, generator=self.gen, dtype=torch.float32).to(DT)
         return [(d[j, :, 0], d[j, :, 1]) for j in range(count)]
 
 
@@ -162,7 +166,7 @@ class BatchedRuns:
         fired = torch.linalg.vector_norm(y, dim=1, keepdim=True) >= h["M_y"]
         self.y = torch.where(fired, torch.zeros_like(y), y)
         self.safeguard_resets += fired[:, 0]
-        At_y, At_v = qp.transpose(zetas[1][0], self.y), qp.transpose(zetas[1][0], v)
+        At_y, At_v = qp.transpose(zetas[1][0], torch.stack([self.y, v], 2)).unbind(2)
         self.x = (x - h["tau"] * (g + At_y + h["rho"] * At_v + h["mu"] * (x - self.z))).clamp(0.0, 1.0)
         self.z = self.z + h["beta"] * (x - self.z)
         return x
