@@ -209,6 +209,8 @@ def test_an_unreachable_address_fails_fast_in_one_line_and_writes_nothing(tmp_pa
 @pytest.mark.ray
 @pytest.mark.slow
 def test_sigterm_stops_the_run_with_the_resume_command_and_shuts_down_every_ray_process(tmp_path):
+    """Also: the local dashboard's web server (ray.dashboard=true) listens on 127.0.0.1 only. (Its Prometheus
+    metrics server, when it gets its fixed port, listens on every interface: README, Security.)"""
     import os
     import signal
     import subprocess
@@ -238,6 +240,17 @@ def test_sigterm_stops_the_run_with_the_resume_command_and_shuts_down_every_ray_
         return found
 
     assert ray_processes(), "the run should have started Ray under its temp dir"
+    dashboards = [p for p in ray_processes() if any(part.endswith("dashboard.py") for part in p.info["cmdline"])]
+    deadline = time.monotonic() + 60
+    web = set()  # the dashboard's web server: the ports it serves on loopback
+    while dashboards and not web and time.monotonic() < deadline:
+        listening = {(c.laddr.ip, c.laddr.port) for d in dashboards for c in d.net_connections("tcp")
+                     if c.status == "LISTEN"}
+        web = {port for ip, port in listening if ip == "127.0.0.1"}
+        time.sleep(0.5)
+    assert web, "the local dashboard should listen on 127.0.0.1"
+    exposed = {(ip, port) for ip, port in listening if port in web and ip != "127.0.0.1"}
+    assert not exposed, f"the dashboard's web server must listen on loopback only, not on {exposed}"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     (run_dir,) = (tmp_path / "runs").iterdir()
