@@ -9,7 +9,9 @@ its task; `llada`, `dream`, `sdar` are tiny random native models of each archite
 model's confidences are flat, so few drafts verify: this measures what FreeDave costs when it gains little); a
 path loads a checkpoint natively (`raylab.diffusion.load_diffusion_lm`) with random prompts from its vocabulary.
 Methods: `static`; `freedave` with a fixed k (`--draft-steps`); `freedave_adaptive`, drafts adapted per row under
-a per-call token budget of `--budget-rows` rows (never fewer than the batch). For each: tokens/NFE, tokens/s
+a per-call token budget of `--budget-rows` rows (never fewer than the batch); for full-attention models also
+`freedave_dual_cache`, FreeDave over the approximate dual cache (lossy: its exact-match column is its agreement
+with static decoding). For each: tokens/NFE, tokens/s
 (median over `--repeats` passes, methods interleaved so that a shared machine's load hits them alike) and exact
 match vs static; the metrics are `raylab.diffusion.metrics`'. Writes a run directory (settings.json with the
 machine's load average, results.json, results.md).
@@ -27,7 +29,7 @@ from raylab.bench.common import add_bench_args, bench_run, finish, markdown_tabl
 from raylab.diffusion import generate
 from raylab.diffusion.metrics import decode_metrics, versus_static
 
-METHODS = ("static", "freedave", "freedave_adaptive")
+METHODS = ("static", "freedave", "freedave_adaptive", "freedave_dual_cache")
 ARCHS = ("llada", "dream", "sdar")
 
 
@@ -79,26 +81,29 @@ def method_options(method: str, batch: int, row_tokens: int, args) -> dict:
         return dict(method="static")
     if method == "freedave":
         return dict(method="freedave", draft_steps=args.draft_steps)
+    if method == "freedave_dual_cache":
+        return dict(method="freedave", draft_steps=args.draft_steps, dual_cache=True)
     return dict(method="freedave", draft_steps=args.draft_steps, adaptive_drafts=True,
                 token_budget=max(batch, args.budget_rows) * row_tokens)
 
 
 def measure(model, prompts, opts: dict, batch: int, args) -> dict:
     row_tokens = prompts.shape[1] + opts["gen_length"] + opts["block_length"]  # an upper bound with padding
-    per = {m: method_options(m, batch, row_tokens, args) for m in METHODS}
+    methods = [m for m in METHODS if m != "freedave_dual_cache" or opts.get("attention", "full") == "full"]
+    per = {m: method_options(m, batch, row_tokens, args) for m in methods}
     decode_all(model, prompts[: 2 * batch], batch, **opts, **per["static"])  # warm-up
-    seconds, outputs = {m: [] for m in METHODS}, {}
+    seconds, outputs = {m: [] for m in methods}, {}
     for _ in range(args.repeats):
-        for m in METHODS:
+        for m in methods:
             seqs, nfe, s = decode_all(model, prompts, batch, **opts, **per[m])
             seconds[m].append(s)
             outputs[m] = seqs, nfe  # decoding is deterministic: every repeat gives the same
     static = outputs["static"][0]
     rows = {m: decode_metrics(outputs[m][0], outputs[m][1], statistics.median(seconds[m]), prompts.shape[1],
-                              static_sequences=static) for m in METHODS}
+                              static_sequences=static) for m in methods}
     ratios = versus_static(rows)
     return {m: {**rows[m], "tokens_per_nfe_vs_static": ratios[m]["tokens_per_nfe"],
-                "tokens_per_s_vs_static": ratios[m]["tokens_per_s"]} for m in METHODS}
+                "tokens_per_s_vs_static": ratios[m]["tokens_per_s"]} for m in methods}
 
 
 def main(argv: list[str]) -> int:

@@ -146,3 +146,68 @@ def shared_prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, m
     out = (p_prefix @ past_v).view(B, Hkv, m, g, S, D).permute(0, 2, 1, 3, 4, 5).reshape(B, m, H, S, D)
     return out[owner, slot] + p[..., C:] @ v_own
 
+
+class DualCacheForward:
+    """An approximate dual cache for bidirectional models (Fast-dLLM's idea); drop-in for `decoding.Forward`.
+
+    When a sequence enters a new block, one full forward gives the logits of its state and the keys and values of
+    every position; until the block is finished, each forward feeds only the block's tokens (one more in front
+    with shifted logits), attending to those kept keys for the prefix and the suffix. The prefix's and suffix's
+    keys are then stale (they were computed when the block held more masks), so the output can differ from
+    static decoding's: lossy, and reported with its measured agreement. A call in which any row enters a new block
+    is a full forward for all its rows. The cache is refreshed from a sequence's actual states only (`commit`)."""
+
+    def __init__(self, model, prompt_ids: torch.Tensor, gen_length: int, block_length: int, mask_token_id: int,
+                 shifted_logits: bool):
+        if not hasattr(model, "forward_cached"):
+            raise ValueError("dual_cache: the model has no forward_cached method (see raylab.diffusion.cache)")
+        self.model, self.L, self.mask_id, self.shift = model, block_length, mask_token_id, int(shifted_logits)
+        B, self.P = prompt_ids.shape
+        self.G, self.T = gen_length, self.P + gen_length
+        self.keys = self.values = None
+        self.block_of = torch.full((B,), -1, dtype=torch.long, device=prompt_ids.device)
+        self.calls, self.prefill_passes, self.last = 0, 0, None
+
+    def __call__(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        N, dev = x.shape[0], x.device
+        masked = x[:, self.P:] == self.mask_id
+        first = torch.where(masked, torch.arange(self.G, device=dev), self.G).min(dim=1).values
+        blk = first // self.L
+        if self.keys is None or (self.block_of[rows] != blk).any():
+            logits, kv = self.model.forward_cached(x, torch.arange(self.T, device=dev).expand(N, -1), None, None)
+            self.last = rows, blk, kv
+            start = self.P - self.shift
+            return logits[:, start:start + self.G]
+        self.last = None
+        lo = self.P + blk * self.L - self.shift                                    # (N,) first fed position
+        S = self.L + self.shift
+        pos = lo[:, None] + torch.arange(S, device=dev)                            # (N, S)
+        t = torch.arange(self.T, device=dev)[None]
+        stale_self = (t >= lo[:, None] + self.shift) & (t < lo[:, None] + S)        # the block's own old keys
+        mask = torch.cat([(~stale_self)[:, None].expand(N, S, self.T),
+                          torch.ones(N, S, S, dtype=torch.bool, device=dev)], dim=2)
+        if self.shift:  # the fed token in front of the block is fed anew: hide its cached copy too
+            mask[:, :, :self.T] &= (t != lo[:, None])[:, None]
+        past = list(zip(self.keys, self.values))
+        logits, _ = self.model.forward_cached(x.gather(1, pos), pos, mask, past, owner=rows)
+        out = logits.new_zeros(N, self.G, logits.shape[-1])
+        answer_pos = pos + self.shift - self.P                                     # the answer index each predicts
+        n_idx, s_idx = ((answer_pos >= 0) & (answer_pos < self.G)).nonzero(as_tuple=True)
+        out[n_idx, answer_pos[n_idx, s_idx]] = logits[n_idx, s_idx]
+        return out
+
+    def commit(self, index: torch.Tensor) -> None:
+        """Rows `index` of the last call are their sequences' states: a full forward's keys become the cache."""
+        if self.last is None:
+            return
+        rows, blk, kv = self.last
+        if self.keys is None:
+            self.keys = [torch.zeros(len(self.block_of), *k.shape[1:], dtype=k.dtype, device=k.device)
+                         for k, _ in kv]
+            self.values = [torch.zeros_like(k) for k in self.keys]
+        b = rows[index]
+        for layer, (k, v) in enumerate(kv):
+            self.keys[layer][b], self.values[layer][b] = k[index], v[index]
+        self.block_of[b] = blk[index]
+

@@ -47,7 +47,7 @@ from typing import Callable, Literal
 import torch
 
 from raylab.diffusion.blocks import block_causal_mask, padded_gen_length, position_blocks
-from raylab.diffusion.cache import CachedForward
+from raylab.diffusion.cache import CachedForward, DualCacheForward
 
 Method = Literal["static", "parallel", "freedave"]
 
@@ -197,7 +197,7 @@ def generate(model: Callable, prompt_ids: torch.Tensor, *, method: Method = "fre
              vocab_size: int | None = None, max_length: int | None = None, block_layout: Layout = "answer",
              eager_drafts: bool = False, eos_token_id: int | None = None, stop_on_eos_block: bool = False,
              adaptive_drafts: bool = False, token_budget: int | None = None,
-             prompt_lengths: torch.Tensor | None = None) -> DecodeResult:
+             prompt_lengths: torch.Tensor | None = None, dual_cache: bool = False) -> DecodeResult:
     """Decodes `gen_length` tokens after each prompt in the batch (see the module docstring)."""
     if prompt_ids.ndim == 1:
         prompt_ids = prompt_ids[None]
@@ -217,7 +217,12 @@ def generate(model: Callable, prompt_ids: torch.Tensor, *, method: Method = "fre
         if block_layout == "absolute" or use_cache:
             raise ValueError("prompt_lengths: left-padded prompts need block_layout='answer' and no cache")
     G = padded_gen_length(P, gen_length, block_length, block_layout)
-    if use_cache:
+    if dual_cache:
+        if attention != "full" or block_layout != "answer" or use_cache or prompt_lengths is not None:
+            raise ValueError("dual_cache: the approximate dual cache is for full attention with the answer layout "
+                             "(not with use_cache or prompt_lengths)")
+        forward = DualCacheForward(model, prompt_ids, G, block_length, mask_token_id, shifted_logits)
+    elif use_cache:
         if attention != "block_causal" or shifted_logits:
             raise ValueError("use_cache: the exact prefix cache needs attention='block_causal' and aligned logits")
         forward = CachedForward(model, prompt_ids, G, block_length, mask_token_id, block_layout,

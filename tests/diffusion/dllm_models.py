@@ -6,10 +6,10 @@ from raylab.diffusion.model import TinyMDLM, TinyMDLMConfig
 VOCAB, MASK, CONTEXT = 9, 8, 40
 
 
-def random_transformer(seed: int, d_model: int = 16) -> TinyMDLM:
+def random_transformer(seed: int, d_model: int = 16, n_layers: int = 2) -> TinyMDLM:
     torch.manual_seed(seed)
-    cfg = TinyMDLMConfig(vocab_size=VOCAB, mask_token_id=MASK, max_length=CONTEXT, d_model=d_model, n_layers=2,
-                         n_heads=2)
+    cfg = TinyMDLMConfig(vocab_size=VOCAB, mask_token_id=MASK, max_length=CONTEXT, d_model=d_model,
+                         n_layers=n_layers, n_heads=2)
     return TinyMDLM(cfg).double().eval()
 
 

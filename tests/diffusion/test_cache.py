@@ -1,4 +1,5 @@
 """The prefix KV cache for block-causal decoding is exact: same tokens, same NFE, same logits as without it."""
+import pytest
 import torch
 from dllm_models import MASK, random_transformer
 from hypothesis import given, settings
@@ -74,3 +75,22 @@ def test_drafts_share_their_sequences_cached_prefix():
         shared, _ = model.forward_cached(ids, pos, mask, past, owner=owner)
         copied, _ = model.forward_cached(ids, pos, mask, [(k[owner], v[owner]) for k, v in past])
         torch.testing.assert_close(shared, copied, rtol=0, atol=1e-10)
+
+
+def test_dual_cache_is_exact_where_no_key_can_go_stale_and_freedave_still_equals_static():
+    from dllm_models import random_transformer
+
+    prompt = torch.randint(0, MASK, (3, 4), generator=torch.Generator().manual_seed(6))
+    kw = dict(gen_length=12, block_length=4, mask_token_id=MASK)
+    # one layer: its keys and values come from token and position alone, so the cached ones never go stale
+    one_layer = random_transformer(7, n_layers=1)
+    exact = generate(one_layer, prompt, method="static", **kw)
+    cached = generate(one_layer, prompt, method="static", dual_cache=True, **kw)
+    assert torch.equal(exact.sequences, cached.sequences) and torch.equal(exact.nfe, cached.nfe)
+    # deeper: lossy in general, but FreeDave verifies against the same cached forward, so it equals static with it
+    for shifted in (False, True):
+        static = generate(MODEL, prompt, method="static", dual_cache=True, shifted_logits=shifted, **kw)
+        fd = generate(MODEL, prompt, method="freedave", draft_steps=4, dual_cache=True, shifted_logits=shifted, **kw)
+        assert torch.equal(static.sequences, fd.sequences) and (fd.nfe <= static.nfe).all()
+    with pytest.raises(ValueError, match="dual_cache: the approximate dual cache is for full attention"):
+        generate(MODEL, prompt, attention="block_causal", dual_cache=True, **kw)
