@@ -9,7 +9,8 @@ cooper (one per roll, as cooper computes one violation); eps in {0.1, 0.03, 0.01
 evaluations per run. `fixed`: the same QP with an exact constraint (constraint_noise=0), eps 0.01, cap 64000.
 
 Contenders: ssl_alm and storm_alm (raylab) against penalty (rho_t = rho (1+t)^power, an extra step decay
-(1+t)^-decay, last or averaged iterate), sgda (on the fixed instance, as before), and cooper's AugmentedLagrangian with SGD on x and the
+(1+t)^-decay, last or averaged iterate), sgda (on the fixed instance, as before), and cooper's
+AugmentedLagrangian with SGD on x and the
 multipliers (`CooperStep`, a plain-torch transcription checked against cooper itself at the start of every run).
 Every run uses constant hyper-parameters from its grid (`grids`): at least 24 points per ALM (step scale, beta
 ratio, rho ratio; STORM's alpha too), 36 for penalty, 20 for sgda (fixed instance only), 27 for cooper.

@@ -25,8 +25,7 @@ benchmark with `raylab bench alm`; see docs/constrained.md. Ray wiring lives in 
 from raylab.constrained.measure import fit_exponent, samples_to_reach, tail_stationarity
 from raylab.constrained.methods import METHODS, SGDA, SSLALM, Optimizer, Penalty, ProxALM, StormALM
 from raylab.constrained.problem import ConstrainedProblem
-from raylab.constrained.problems import (fair_logistic, hs35, hs44, make_problem, nonconvex_qp,
-                                         sampled_constraint_qp)
+from raylab.constrained.problems import fair_logistic, hs35, hs44, make_problem, nonconvex_qp, sampled_constraint_qp
 from raylab.constrained.sets import Box, Free, NonNegative, Polyhedron, Simplex
 from raylab.constrained.solve import COUNTS, NonFiniteIterate, Result, make_optimizer, solve
 from raylab.constrained.stationarity import StationarityMeter, kkt_residual
@@ -34,6 +33,6 @@ from raylab.constrained.stationarity import StationarityMeter, kkt_residual
 Problem = ConstrainedProblem  # transitional: tests/federated/test_constrained_equivalence.py still imports it
 
 __all__ = ["COUNTS", "METHODS", "SGDA", "SSLALM", "Box", "ConstrainedProblem", "Free", "NonFiniteIterate",
-           "NonNegative", "Optimizer", "Penalty", "Polyhedron", "ProxALM", "Result", "Simplex", "StationarityMeter", "StormALM",
-           "fair_logistic", "fit_exponent", "hs35", "hs44", "kkt_residual", "make_optimizer", "make_problem",
-           "nonconvex_qp", "sampled_constraint_qp", "samples_to_reach", "solve", "tail_stationarity"]
+           "NonNegative", "Optimizer", "Penalty", "Polyhedron", "ProxALM", "Result", "Simplex", "StationarityMeter",
+           "StormALM", "fair_logistic", "fit_exponent", "hs35", "hs44", "kkt_residual", "make_optimizer",
+           "make_problem", "nonconvex_qp", "sampled_constraint_qp", "samples_to_reach", "solve", "tail_stationarity"]

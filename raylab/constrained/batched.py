@@ -8,8 +8,9 @@ written over a leading batch dimension, so that a benchmark's seeds and grid poi
 
 f(x; xi) = F(x) + noise (e1^T x + ((e2^T x)^2 - ||x||^2) / 2) and r(x, zeta) = (A + sE) x - (b + se) as in
 `raylab.constrained.problems.sampled_constraint_qp`, X the box [0, 1]^n. A batch draws its noise in blocks
-(`Draws`), so a run's noise differs from a per-run method's stream, but given the same draws run b equals `make_optimizer(problem, method, samples, **hyper_b)` step for
-step: tests/constrained/test_batched.py replays a batch's draws to the per-run methods and checks it to 1e-12.
+(`Draws`), so a run's noise differs from a per-run method's stream, but given the same draws run b equals
+`make_optimizer(problem, method, samples, **hyper_b)` step for step: tests/constrained/test_batched.py replays
+a batch's draws to the per-run methods and checks it to 1e-12.
 Methods: ssl_alm, storm_alm, sgda, penalty (with its decay and averaged output) and cooper_alm (cooper's augmented
 Lagrangian: one zeta per step, dual ascent first, the same as `raylab.bench.alm.CooperStep`).
 """

@@ -7,7 +7,8 @@ randomness is one generator whose state checkpoints with it.
 
 A polyhedron X = {Hx <= h, lower <= x <= upper} is rewritten with a slack w >= 0 as Hx + w = h, each row of H
 scaled to unit norm first: internally the variable is u = (x, w), the constraint rows [A 0; H I] u = [b; h], and
-X becomes the bounds on x times R^p_+, which is cheap to project onto. Every oracle below works on u; `lift` and `unlift` convert.
+X becomes the bounds on x times R^p_+, which is cheap to project onto. Every oracle below works on u; `lift` and
+`unlift` convert.
 
 `A_norm` (||A||_2) and `A_sigma_min` (the smallest singular value of the constraint rows, the slack rows
 included) are what default step sizes and the stationarity meter's penalty are computed from.

@@ -17,9 +17,9 @@ rho from ||A|| left it crawling). A meter that stops at `max_outer` unconverged 
 """
 from __future__ import annotations
 
-import torch
-
 import warnings
+
+import torch
 
 from raylab.constrained.problem import ConstrainedProblem
 

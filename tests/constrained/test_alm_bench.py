@@ -3,10 +3,8 @@ import math
 
 import pytest
 
-from raylab.bench.alm import (CHECK_RATIO, HOLD, check_points, cooper_gap, grids, instance, measure,
-                              trajectories)
+from raylab.bench.alm import CHECK_RATIO, HOLD, QP, check_points, cooper_gap, grids, instance, measure, trajectories
 from raylab.constrained import nonconvex_qp, samples_to_reach
-from raylab.bench.alm import QP
 
 
 def test_check_points_are_geometric_and_end_at_the_cap():

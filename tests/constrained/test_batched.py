@@ -44,13 +44,15 @@ def hypers_for(method: str, problem) -> list[dict]:
     if method == "cooper_alm":
         return [{"lr": lr, "dual_lr": d, "rho": r} for lr, d, r in ((0.02, 0.5, 2.0), (0.05, 1.0, 0.5), (0.01, 3, 5))]
     base = make_optimizer(problem, method, 4000).hyper
+    if method == "sgda":
+        return [base, {"tau": 0.05, "eta": 0.5}, {"tau": 0.01, "eta": 2.0}]
     if method == "penalty":
         return [{**base, "power": 0.5, "decay": 0.25, "average": 1.0}, {**base, "rho": 3 * base["rho"], "power": 1.5},
                 {**base, "tau": 1.9, "average": 1.0}]
     return [base, {**base, "tau": 2 * base["tau"], "M_y": 0.3}, {**base, "eta": 3 * base["eta"], "rho": 0.5}]
 
 
-@pytest.mark.parametrize("method", ["ssl_alm", "storm_alm", "penalty", "cooper_alm"])
+@pytest.mark.parametrize("method", ["ssl_alm", "storm_alm", "sgda", "penalty", "cooper_alm"])
 def test_batched_runs_equal_the_per_run_methods(method):
     problem = sampled_constraint_qp(dim=6, constraints=2, noise=NOISE, constraint_noise=CNOISE, seed=1)
     qp = BatchedQP(problem, NOISE, CNOISE)

@@ -6,8 +6,19 @@ import sys
 import pytest
 import torch
 
-from raylab.constrained import (METHODS, Box, NonNegative, Polyhedron, ConstrainedProblem, Simplex,
-                                fair_logistic, make_optimizer, nonconvex_qp, sampled_constraint_qp, solve)
+from raylab.constrained import (
+    METHODS,
+    Box,
+    ConstrainedProblem,
+    NonNegative,
+    Polyhedron,
+    Simplex,
+    fair_logistic,
+    make_optimizer,
+    nonconvex_qp,
+    sampled_constraint_qp,
+    solve,
+)
 from raylab.constrained.updates import storm_direction
 
 DT = torch.float64
@@ -103,7 +114,8 @@ def test_slack_reformulation_agrees_with_direct_projection():
     ones, one = torch.ones(1, 4, dtype=DT), torch.ones(1, dtype=DT)
     kw = dict(objective=lambda x, xi: ((x - c) ** 2).sum(), gradient=lambda x, xi: 2 * (x - c), dim=4, A=ones,
               b=one, smoothness=2.0)
-    direct, slack = ConstrainedProblem(X=NonNegative(), **kw), ConstrainedProblem(X=Polyhedron(-torch.eye(4), torch.zeros(4)), **kw)
+    direct = ConstrainedProblem(X=NonNegative(), **kw)
+    slack = ConstrainedProblem(X=Polyhedron(-torch.eye(4), torch.zeros(4)), **kw)
     assert slack.size == 8 and slack.A.shape == (5, 8)
     for p in (direct, slack):
         r = solve(p, "prox_alm", samples=4000, log_every=4000)

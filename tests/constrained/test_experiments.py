@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from raylab.config import load_config
-from raylab.driver import execute, prepare_run_dir
 from raylab.constrained.actors import MethodWorker
+from raylab.driver import execute, prepare_run_dir
 from raylab.experiments import constrained
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,7 +95,8 @@ def test_samples_to_reach_needs_a_streak_of_hold_checks():
 def test_constraints_must_be_below_dim_before_anything_is_written(tmp_path):
     from raylab.config import ConfigError
 
-    with pytest.raises(ConfigError, match=r"problem\.constraints: must be below problem\.dim for a QP \(got 40 >= 20\)"):
+    message = r"problem\.constraints: must be below problem\.dim for a QP \(got 40 >= 20\)"
+    with pytest.raises(ConfigError, match=message):
         small_config(tmp_path, "problem.constraints=40", "problem.dim=20")
     assert not any(tmp_path.iterdir())
     assert load_config(ROOT / "experiments/alm_ncqp.yaml", ["penalty.power=1.5"]).penalty.power == 1.5

@@ -7,8 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from raylab.constrained import (ConstrainedProblem, NonFiniteIterate, Polyhedron, StationarityMeter, hs35, hs44,
-                                make_optimizer, nonconvex_qp, sampled_constraint_qp, solve)
+from raylab.constrained import (
+    ConstrainedProblem,
+    NonFiniteIterate,
+    Polyhedron,
+    StationarityMeter,
+    hs35,
+    hs44,
+    make_optimizer,
+    sampled_constraint_qp,
+    solve,
+)
 
 DT = torch.float64
 HS44_KKT = ([0.0, 3.0, 0.0, 4.0], [3.0, 0.0, 4.0, 0.0])  # F = -15 (global) and -13
