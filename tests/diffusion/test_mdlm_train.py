@@ -56,3 +56,24 @@ def test_learning_rate_schedule():
     assert learning_rate(0, 100, 1.0, 10) == pytest.approx(0.1)
     assert learning_rate(10, 100, 1.0, 10) == pytest.approx(1.0)
     assert learning_rate(100, 100, 1.0, 10) == pytest.approx(0.1)
+
+
+def test_a_non_finite_loss_ends_the_run_as_diverged(tmp_path, monkeypatch):
+    import json
+
+    from raylab.results import Diverged
+
+    cfg, run_dir = run(tmp_path, "nan")
+    real_loss, calls = mdlm_train.mdlm_loss, []
+
+    def nan_at_step_3(*args):
+        calls.append(1)
+        loss = real_loss(*args)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    monkeypatch.setattr(mdlm_train, "mdlm_loss", nan_at_step_3)
+    with pytest.raises(Diverged, match="diverged at step 3 \\(MDLM loss is nan\\)"):
+        execute(cfg, run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["diverged_at"] == 3
+    assert (run_dir / "loss.png").is_file()  # plot(cfg, ctx) ran on what was logged before
