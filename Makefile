@@ -45,7 +45,7 @@ ref-env: .venv-ref/.installed
 
 bench: $(STAMP) flower-env
 	$(VENV)/bin/raylab bench alm
-	$(VENV)/bin/raylab bench federated
+	$(VENV)/bin/raylab bench federated --flower-python .venv-flower/bin/python
 	$(VENV)/bin/raylab bench freedave
 	$(VENV)/bin/raylab bench grpo
 
