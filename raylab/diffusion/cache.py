@@ -5,11 +5,11 @@
 With block-causal attention a token sees only its own and earlier blocks, so the keys and values of the prompt's
 complete blocks and of every finished answer block never change: they are computed once and kept. (With the
 answer layout the whole prompt is block 0; with the absolute layout the prompt's last, partial block is finished
-by the answer, so its prompt tokens are fed with the answer's first block, as SDAR's own decoding does.) Each forward then
-feeds, per row, only the tokens from the end of its sequence's cache to the end of the row's current block (the
-current block, plus a just-finished block whose keys and values are not yet kept; with eager drafting also the
-later blocks, whose logits rank the drafts that cross a block boundary). Rows of one call may belong
-to sequences at different blocks: caches are padded to the longest and padding is masked out.
+by the answer, so its prompt tokens are fed with the answer's first block, as SDAR's own decoding does.) Each
+forward then feeds, per row, only the tokens from the end of its sequence's cache to the end of the row's
+current block (the current block, plus a just-finished block whose keys and values are not yet kept; with eager
+drafting also the later blocks, whose logits rank the drafts that cross a block boundary). Rows of one call may
+belong to sequences at different blocks: caches are padded to the longest and padding is masked out.
 
 A finished block's keys and values are kept from the forward that fed it as part of a sequence's actual state
 (`commit`): in static decoding every forwarded row is a state; in FreeDave only the accepted draft is; no

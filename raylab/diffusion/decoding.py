@@ -26,6 +26,9 @@ Options that match how the models are officially run (defaults in brackets):
   logits) instead of stopping at the block's end; the official TraDo setting is block 4 with k = 8, eager.
 - `stop_on_eos_block` [False] with `eos_token_id`: a row is done once a finished block holds only EOS tokens
   (the rest of its answer becomes EOS, at no forward).
+- `adaptive_drafts` [False], `token_budget` [None]: FreeDave's drafts per row follow its recent acceptance, and a
+  verification call feeds at most `token_budget` tokens (never fewer rows than sequences).
+- `dual_cache` [False]: the approximate (lossy) dual cache for full attention (`raylab.diffusion.cache`).
 - NFE both ways: `nfe` counts decoding forwards per sequence, `model_calls` every model pass over it (also
   the prefix cache's prefill); `forward_calls` counts batched calls.
 

@@ -9,11 +9,11 @@
 The three architectures are one pre-norm transformer (RMSNorm, rotary positions, grouped-query attention, SwiGLU
 MLP) that differ in a few switches, each read from the checkpoint's own `config.json`:
 
-| arch  | config `model_type` | q/k/v bias            | q/k RMSNorm per head | logits                    | attention    |
-|-------|---------------------|-----------------------|----------------------|---------------------------|--------------|
-| llada | `llada`             | `include_bias`/`include_qkv_bias` | no       | aligned (i predicts i)    | full         |
-| dream | `Dream`             | yes (o_proj: no)      | no                   | shifted (i predicts i+1)  | full         |
-| sdar  | `sdar`              | `attention_bias`      | yes                  | aligned                   | block-causal |
+| arch  | config `model_type` | q/k/v bias                        | q/k RMSNorm per head | logits    | attention    |
+|-------|---------------------|-----------------------------------|----------------------|-----------|--------------|
+| llada | `llada`             | `include_bias`/`include_qkv_bias` | no                   | aligned   | full         |
+| dream | `Dream`             | yes (o_proj: no)                  | no                   | shifted   | full         |
+| sdar  | `sdar`              | `attention_bias`                  | yes                  | aligned   | block-causal |
 
 Weights keep their official names (`official_names`): the state dict of a `DiffusionTransformer` is renamed to
 and from the checkpoint's names on load, and a checkpoint whose names differ from what its config implies is

@@ -95,7 +95,8 @@ def table(rows: dict[str, dict], model: str) -> str:
         if method == "static":
             cells = [f"{acc:.2f}", f"{tps:.1f}", f"{tpn:.2f}"]
         else:
-            cells = [f"{acc:.2f} ({acc - 100 * base['accuracy']:+.2f})", f"{tps:.1f} ({tps / base['tokens_per_s']:.2f}x)",
+            cells = [f"{acc:.2f} ({acc - 100 * base['accuracy']:+.2f})",
+                     f"{tps:.1f} ({tps / base['tokens_per_s']:.2f}x)",
                      f"{tpn:.2f} ({tpn / base['tokens_per_nfe']:.2f}x)"]
         lines.append(f"| {model if i == 0 else ''} | {LABELS[method]} | " + " | ".join(cells) +
                      f" | {100 * r['exact_match']:.1f} |")

@@ -4,9 +4,9 @@ import math
 
 import pytest
 import torch
+from dllm_models import MASK, CountingModel, IntegerModel, PositionModel, random_transformer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from dllm_models import MASK, CountingModel, IntegerModel, PositionModel, random_transformer
 
 from raylab.diffusion import generate
 from raylab.diffusion.decoding import block_causal_mask
