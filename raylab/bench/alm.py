@@ -238,12 +238,13 @@ def counts(method: str, samples: float, cap: int) -> dict:
     return {"samples": samples, "oracle_calls": samples, "constraint_samples": per_iteration * samples}
 
 
-def measure(method: str, name: str, quick: bool = False) -> dict:
-    """Tune on TUNE_SEEDS, pick per eps, rerun the picks on FRESH_SEEDS; medians and picks per eps."""
+def measure(method: str, name: str, quick: bool = False, cap: int | None = None, fresh: int | None = None) -> dict:
+    """Tune on TUNE_SEEDS, pick per eps, rerun the picks on FRESH_SEEDS (the first `fresh` of them); medians and
+    picks per eps. `cap` replaces the instance's cap."""
     spec = INSTANCES[name]
-    cap = 20_000 if quick else spec["cap"]
-    tune_seeds, fresh_seeds = (list(TUNE_SEEDS[:1]), list(FRESH_SEEDS[:2])) if quick else (list(TUNE_SEEDS),
-                                                                                          list(FRESH_SEEDS))
+    cap = 20_000 if quick else cap or spec["cap"]
+    tune_seeds, fresh_seeds = (list(TUNE_SEEDS[:1]), list(FRESH_SEEDS[:2])) if quick else (
+        list(TUNE_SEEDS), list(FRESH_SEEDS[: fresh or len(FRESH_SEEDS)]))
     hypers = grids(instance(name)[0], quick)[method]
     checks = check_points(cap)
     tuned = trajectories(method, name, hypers, tune_seeds, cap, {i: spec["eps"] for i in range(len(hypers))},
@@ -281,6 +282,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--quick", action="store_true", help="one grid point per method, 1 + 2 seeds, cap 20000")
     ap.add_argument("--num-cpus", type=int, default=2, help="CPUs of a local Ray instance")
     ap.add_argument("--instances", default="stochastic,fixed", help="comma-separated: stochastic, fixed")
+    ap.add_argument("--cap", type=int, default=None, help="gradient evaluations per run (default: each instance's)")
+    ap.add_argument("--fresh-seeds", type=int, default=len(FRESH_SEEDS), choices=range(1, len(FRESH_SEEDS) + 1),
+                    metavar=f"1..{len(FRESH_SEEDS)}", help="fresh seeds the picks are rerun on (default all 10)")
     args = ap.parse_args(argv)
     names = args.instances.split(",")
     unknown = [n for n in names if n not in INSTANCES]
@@ -289,8 +293,10 @@ def main(argv: list[str]) -> int:
     gap = cooper_gap(grids(nonconvex_qp(**QP))["cooper_alm"][0], 200)  # the transcription is still cooper's update
     if gap > 1e-9:
         raise RuntimeError(f"CooperStep drifted from cooper's AlternatingDualPrimalOptimizer by {gap:g}")
-    settings = {"instances": {n: {**QP, **INSTANCES[n]} for n in names}, "quick": args.quick,
-                "tune_seeds": TUNE_SEEDS, "fresh_seeds": FRESH_SEEDS, "hold": HOLD, "check_ratio": CHECK_RATIO,
+    caps = {n: 20_000 if args.quick else args.cap or INSTANCES[n]["cap"] for n in names}
+    fresh = 2 if args.quick else args.fresh_seeds
+    settings = {"instances": {n: {**QP, **INSTANCES[n], "cap": caps[n]} for n in names}, "quick": args.quick,
+                "tune_seeds": TUNE_SEEDS, "fresh_seeds": FRESH_SEEDS[:fresh], "hold": HOLD, "check_ratio": CHECK_RATIO,
                 "grids": {n: {m: len(g) for m, g in grids(instance(n)[0], args.quick).items()} for n in names},
                 "cooper_gap": gap}
     with bench_run("alm", args, settings, ray_cpus=args.num_cpus) as ctx:
@@ -298,11 +304,12 @@ def main(argv: list[str]) -> int:
 
         start = time.time()
         task = ray.remote(measure).options(num_cpus=1)
-        refs = {(n, m): task.remote(m, n, args.quick) for n in names for m in OURS + INSTANCES[n]["baselines"]}
+        refs = {(n, m): task.remote(m, n, args.quick, caps[n], fresh) for n in names
+                for m in OURS + INSTANCES[n]["baselines"]}
         results = {f"{n}/{m}": ray.get(ref) for (n, m), ref in refs.items()}
         tables = []
         for n in names:
-            cap = 20_000 if args.quick else INSTANCES[n]["cap"]
+            cap = caps[n]
             rows = []
             for eps in INSTANCES[n]["eps"]:
                 baselines = INSTANCES[n]["baselines"]
@@ -312,7 +319,7 @@ def main(argv: list[str]) -> int:
                 for m in OURS + baselines:
                     r = per[m]
                     rows.append([eps, m, r["samples"], r["oracle_calls"], r["constraint_samples"],
-                                 f"{r['fresh_reached']}/{len(FRESH_SEEDS[:2] if args.quick else FRESH_SEEDS)}",
+                                 f"{r['fresh_reached']}/{fresh}",
                                  r["grid_points"], {k: float(f"{v:.3g}") for k, v in r["pick"].items()}])
                 rows.append([eps, "ratio best baseline / best raylab", ratio_text(base, ours, cap), "", "", "", "",
                              ""])
