@@ -9,7 +9,8 @@ its task; `llada`, `dream`, `sdar` are tiny random native models of each archite
 model's confidences are flat, so few drafts verify: this measures what FreeDave costs when it gains little); a
 path loads a checkpoint natively (`raylab.diffusion.load_diffusion_lm`) with random prompts from its vocabulary.
 Methods: `static`; `freedave` with a fixed k (`--draft-steps`); `freedave_adaptive`, drafts adapted per row under
-a per-call token budget of `--budget-rows` rows (never fewer than the batch); for full-attention models also
+a per-call token budget of `--budget-rows` rows (never fewer than the batch), falling back to static decoding
+when its rounds, as timed, fix tokens more slowly than static's calls would (`static_fallback`); for full-attention models also
 `freedave_dual_cache`, FreeDave over the approximate dual cache (lossy: its exact-match column is its agreement
 with static decoding). For each: tokens/NFE, tokens/s
 (median over `--repeats` passes, methods interleaved so that a shared machine's load hits them alike) and exact
@@ -83,7 +84,7 @@ def method_options(method: str, batch: int, row_tokens: int, args) -> dict:
         return dict(method="freedave", draft_steps=args.draft_steps)
     if method == "freedave_dual_cache":
         return dict(method="freedave", draft_steps=args.draft_steps, dual_cache=True)
-    return dict(method="freedave", draft_steps=args.draft_steps, adaptive_drafts=True,
+    return dict(method="freedave", draft_steps=args.draft_steps, adaptive_drafts=True, static_fallback=True,
                 token_budget=max(batch, args.budget_rows) * row_tokens)
 
 

@@ -28,6 +28,8 @@ Options that match how the models are officially run (defaults in brackets):
   (the rest of its answer becomes EOS, at no forward).
 - `adaptive_drafts` [False], `token_budget` [None]: FreeDave's drafts per row follow its recent acceptance, and a
   verification call feeds at most `token_budget` tokens (never fewer rows than sequences).
+- `static_fallback` [False]: FreeDave hands the remaining rows to static decoding when its rounds, as timed,
+  fix tokens more slowly than static's one-token-per-sequence calls would (same output; timing-dependent NFE).
 - `dual_cache` [False]: the approximate (lossy) dual cache for full attention (`raylab.diffusion.cache`).
 - NFE both ways: `nfe` counts decoding forwards per sequence, `model_calls` every model pass over it (also
   the prefix cache's prefill); `forward_calls` counts batched calls.
@@ -44,6 +46,7 @@ finished blocks (`raylab.diffusion.cache`); the output is the same as without th
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable, Literal
 
@@ -200,7 +203,8 @@ def generate(model: Callable, prompt_ids: torch.Tensor, *, method: Method = "fre
              vocab_size: int | None = None, max_length: int | None = None, block_layout: Layout = "answer",
              eager_drafts: bool = False, eos_token_id: int | None = None, stop_on_eos_block: bool = False,
              adaptive_drafts: bool = False, token_budget: int | None = None,
-             prompt_lengths: torch.Tensor | None = None, dual_cache: bool = False) -> DecodeResult:
+             prompt_lengths: torch.Tensor | None = None, dual_cache: bool = False,
+             static_fallback: bool = False) -> DecodeResult:
     """Decodes `gen_length` tokens after each prompt in the batch (see the module docstring)."""
     if prompt_ids.ndim == 1:
         prompt_ids = prompt_ids[None]
@@ -239,7 +243,7 @@ def generate(model: Callable, prompt_ids: torch.Tensor, *, method: Method = "fre
                    eos_token_id if stop_on_eos_block else None)
     with torch.no_grad():
         if method == "freedave":
-            _freedave(state, draft_steps, eager_drafts, adaptive_drafts, token_budget)
+            _freedave(state, draft_steps, eager_drafts, adaptive_drafts, token_budget, static_fallback)
         else:
             _one_forward_per_step(state, threshold if method == "parallel" else None)
     return DecodeResult(torch.cat([prompt_ids, state.answer], dim=1), state.nfe, state.step, forward.calls,
@@ -314,21 +318,30 @@ def fit_budget(n_drafts: torch.Tensor, rows_allowed: int) -> torch.Tensor:
     return (n_drafts.double() * rows_allowed / total).floor().long().clamp(min=1)
 
 
-def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budget: int | None = None) -> None:
+def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budget: int | None = None,
+              static_fallback: bool = False) -> None:
     """Draft k static states from one forward, verify all drafts of all sequences in the next forward.
 
     `adaptive`: each row drafts as many states as its last round suggests (one more than it accepted, or twice
     as many when it accepted all), at most k. `token_budget`: a verification call feeds at most this many tokens
     (rows x sequence length), but never fewer rows than there are sequences (static's cost); drafts are cut
-    proportionally to fit. Any number of drafts verifies to the same output."""
+    proportionally to fit. Any number of drafts verifies to the same output.
+
+    `static_fallback`: the first forward (one row per sequence, as static makes) is timed; when FreeDave's rounds
+    fix fewer tokens per second (a running mean over rounds) than static would at that call's speed (one token
+    per sequence per call), the remaining rows finish by static decoding. Every FreeDave state is a static state,
+    so the output is unchanged; only the choice of when depends on wall-clock time."""
     k = min(k, s.answer.shape[1], s.answer.shape[1] if eager else s.L)  # not eager: drafts stay inside a block
     want = torch.full_like(s.nfe, k)  # drafts each row will make (adaptive)
     row_tokens = s.prompt.shape[1] + s.answer.shape[1]
     rows = s.active()
+    started = time.perf_counter()
     logits = _call(s, rows, s.answer[rows])
     _commit(s, torch.arange(len(rows), device=rows.device))
     s.nfe[rows] += 1
+    static_call_s, rate = time.perf_counter() - started, None  # static's cost of one token for every row
     while len(rows):
+        started = time.perf_counter()
         answer = s.answer[rows]
         order, available, token = draft_order(logits, answer, s.block, s.mask_id, eager)
         order = order[:, :k]                                                # (R, k)
@@ -377,6 +390,12 @@ def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budg
         kept = where[torch.arange(len(rows), device=rows.device), accepted - 1][going]
         _commit(s, kept)
         logits = draft_logits[kept]
+        if static_fallback:
+            now = float(accepted.sum()) / max(time.perf_counter() - started, 1e-9)
+            rate = now if rate is None else 0.5 * (rate + now)
+            if rate < int(going.sum()) / static_call_s:
+                _one_forward_per_step(s, None)  # the rows still going continue from their (static) states
+                return
         rows = rows[going]
 
 

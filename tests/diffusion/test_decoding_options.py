@@ -144,3 +144,21 @@ def test_left_padded_rows_decode_as_they_would_alone(attention, method):
             assert int(out.nfe[i]) == int(alone.nfe[0])
     with pytest.raises(ValueError, match="prompt_lengths: expected 1 lengths in"):
         generate(MODEL, torch.tensor([[1, 2]]), gen_length=2, mask_token_id=MASK, prompt_lengths=torch.tensor([3]))
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_static_fallback_finishes_by_static_decoding_with_the_same_output(monkeypatch, cache):
+    import itertools
+
+    import raylab.diffusion.decoding as decoding
+
+    prompt = torch.randint(0, MASK, (4, 3), generator=torch.Generator().manual_seed(5))
+    kw = dict(gen_length=12, block_length=4, mask_token_id=MASK, attention="block_causal", use_cache=cache)
+    static = generate(MODEL, prompt, method="static", **kw)
+    free = generate(MODEL, prompt, method="freedave", draft_steps=4, **kw)
+    # a clock under which static's first call took a microsecond and every FreeDave round a second: fall back
+    ticks = itertools.chain([0.0, 1e-6], itertools.count(1.0))
+    monkeypatch.setattr(decoding.time, "perf_counter", lambda: next(ticks))
+    fell = generate(MODEL, prompt, method="freedave", draft_steps=4, static_fallback=True, **kw)
+    assert torch.equal(fell.sequences, static.sequences)
+    assert (fell.nfe >= free.nfe).all() and (fell.nfe <= static.nfe).all() and (fell.nfe > free.nfe).any()
