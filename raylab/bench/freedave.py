@@ -10,9 +10,9 @@ model's confidences are flat, so few drafts verify: this measures what FreeDave 
 path loads a checkpoint natively (`raylab.diffusion.load_diffusion_lm`) with random prompts from its vocabulary.
 Methods: `static`; `freedave` with a fixed k (`--draft-steps`); `freedave_adaptive`, drafts adapted per row under
 a per-call token budget of `--budget-rows` rows (never fewer than the batch), falling back to static decoding
-when its rounds, as timed, fix tokens more slowly than static's calls would (`static_fallback`); for full-attention models also
-`freedave_dual_cache`, FreeDave over the approximate dual cache (lossy: its exact-match column is its agreement
-with static decoding). For each: tokens/NFE, tokens/s
+when its rounds, as timed, fix tokens more slowly than static's calls would (`static_fallback`); for
+full-attention models also `freedave_dual_cache`, FreeDave over the approximate dual cache (lossy: its
+exact-match column is its agreement with static decoding). For each: tokens/NFE, tokens/s
 (median over `--repeats` passes, methods interleaved so that a shared machine's load hits them alike) and exact
 match vs static; the metrics are `raylab.diffusion.metrics`'. Writes a run directory (settings.json with the
 machine's load average, results.json, results.md).
