@@ -16,7 +16,7 @@ from __future__ import annotations
 import statistics
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from raylab.config import RunConfig
 from raylab.constrained import fit_exponent, samples_to_reach
@@ -34,6 +34,11 @@ class Config(RunConfig):
     seeds: int = Field(2, ge=1)
     eps_targets: list[float] = Field([0.1, 0.05, 0.02, 0.01], min_length=1)
     alm: AlmHyper = AlmHyper()
+
+    @model_validator(mode="after")
+    def _problem_is_consistent(self):
+        self.problem.check()
+        return self
 
 
 def method_hyper(cfg: Config, method: str) -> dict:

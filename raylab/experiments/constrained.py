@@ -42,12 +42,11 @@ class ProblemConfig(Section):
     bounds_in_H: bool = Field(False, description="hs44: x >= 0 as rows of H instead of bounds")
     seed: int = Field(0, description="instance seed (the solvers' seed is the run's seed)")
 
-    @model_validator(mode="after")
-    def _constraints_below_dim(self):
+    def check(self) -> None:
+        """Cross-field checks, raised from the experiments' Config validators (so the message names the key)."""
         if self.kind in QP_KINDS and self.constraints >= self.dim:
             raise ValueError(f"problem.constraints: must be below problem.dim for a QP "
                              f"(got {self.constraints} >= {self.dim})")
-        return self
 
     def spec(self) -> dict:
         """The plain dict `raylab.constrained.make_problem` builds this problem from (it crosses processes)."""
@@ -95,6 +94,11 @@ class Config(RunConfig):
     alm: AlmHyper = AlmHyper()
     penalty: PenaltyHyper = PenaltyHyper()
     sgda: SgdaHyper = SgdaHyper()
+
+    @model_validator(mode="after")
+    def _problem_is_consistent(self):
+        self.problem.check()
+        return self
 
 
 def method_hyper(cfg: Config, method: str) -> dict:

@@ -95,7 +95,7 @@ def test_samples_to_reach_needs_a_streak_of_hold_checks():
 def test_constraints_must_be_below_dim_before_anything_is_written(tmp_path):
     from raylab.config import ConfigError
 
-    message = r"problem\.constraints: must be below problem\.dim for a QP \(got 40 >= 20\)"
+    message = r"alm_ncqp\.yaml: problem\.constraints: must be below problem\.dim for a QP \(got 40 >= 20\)$"
     with pytest.raises(ConfigError, match=message):
         small_config(tmp_path, "problem.constraints=40", "problem.dim=20")
     assert not any(tmp_path.iterdir())
