@@ -15,6 +15,7 @@ EXPERIMENTS = {
     "freedave_eval": "raylab.experiments.freedave_eval",
     "grpo": "raylab.experiments.grpo",
     "grpo_bandit": "raylab.experiments.grpo_bandit",
+    "grpo_easy_hard": "raylab.experiments.grpo_easy_hard",
 }
 
 BENCHMARKS = {
