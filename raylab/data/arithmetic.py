@@ -32,3 +32,20 @@ def make_arithmetic(n: int, digits: int = 2, terms: int = 2, ops: str = "+", see
         # eval of digits and + - * only: the expression is built above, never read from outside
         examples.append({"prompt": expr + "=", "answer": str(eval(expr)), "difficulty": digits * (terms - 1)})
     return examples
+
+
+def has_carry(a: int, b: int) -> bool:
+    """Whether written addition of a + b carries in some column."""
+    while a or b:
+        if a % 10 + b % 10 >= 10:
+            return True
+        a, b = a // 10, b // 10
+    return False
+
+
+def carry_questions(digits: int = 1) -> list[dict]:
+    """Every addition a + b of operands with up to `digits` digits, labelled by carry: "hard" when written
+    addition carries (7+8=15), "easy" when it does not (3+4=7). digits=1: 100 questions, 45 hard and 55 easy."""
+    top = 10 ** digits
+    return [{"prompt": f"{a}+{b}=", "answer": str(a + b), "difficulty": "hard" if has_carry(a, b) else "easy"}
+            for a in range(top) for b in range(top)]

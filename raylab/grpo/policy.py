@@ -113,7 +113,8 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     Logits are divided by the sampling temperature, as the rollout engine samples from softmax(logits / T).
     With `with_entropy` also returns the per-token entropy of that distribution.
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1].float()
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> float32; float64 stays
     logp_all = torch.log_softmax(logits / temperature, dim=-1)
     picked = logp_all.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
     logp = torch.nn.functional.pad(picked, (1, 0))
@@ -185,5 +186,43 @@ def make_tiny_policy(out_dir: str | Path, steps: int = 400, seed: int = 0, keep_
     return out
 
 
+def flawed_teacher(examples: list[dict], right: dict[str, float], seed: int = 0) -> list[dict]:
+    """Demonstrations that are right with probability right[difficulty] and otherwise a typical slip: a carry
+    question loses its carry ("7+8=" -> "5"), any other gets its last digit one too high ("3+4=" -> "8")."""
+    rng = random.Random(seed)
+    out = []
+    for ex in examples:
+        if rng.random() < right[ex["difficulty"]]:
+            out.append(ex)
+        elif ex["difficulty"] == "hard":
+            out.append(dict(ex, answer=ex["answer"][1:]))
+        else:
+            out.append(dict(ex, answer=ex["answer"][:-1] + str((int(ex["answer"][-1]) + 1) % 10)))
+    return out
+
+
+def make_easy_hard_policy(out_dir: str | Path, steps: int = 600, seed: int = 0, easy: float = 0.5,
+                          hard: float = 0.2) -> Path:
+    """The tiny policy of the seed's easy/hard study: warmed up to convergence on 1-digit addition by a teacher
+    that is right with probability `easy` on the 55 questions without a carry and `hard` on the 45 with one, so
+    that the policy starts near pi* = 0.5 on easy and 0.2 on hard questions (the seed's GSM8K starting points)."""
+    from raylab.data.arithmetic import carry_questions
+
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_model(tokenizer, seed=seed)
+    rng = random.Random(seed + 1)
+    questions = carry_questions(1)
+    examples = flawed_teacher([rng.choice(questions) for _ in range(40000)], {"easy": easy, "hard": hard}, seed)
+    warm_up(model, tokenizer, examples, steps=steps, lr=2e-3, seed=seed)
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
 if __name__ == "__main__":
-    print(make_tiny_policy(sys.argv[1] if len(sys.argv) > 1 else "assets/tiny_policy"))
+    # python -m raylab.grpo.policy assets/tiny_policy             (grpo_tiny's policy)
+    # python -m raylab.grpo.policy assets/tiny_policy_easy_hard easy_hard
+    out = sys.argv[1] if len(sys.argv) > 1 else "assets/tiny_policy"
+    build = make_easy_hard_policy if sys.argv[2:] == ["easy_hard"] else make_tiny_policy
+    print(build(out))
