@@ -20,6 +20,7 @@ from raylab.config import ConfigError, RunConfig, experiment_module, set_dotted,
 from raylab.results import Diverged, RunContext, new_run_dir, read_config, read_metrics, write_config
 
 CONNECT_TIMEOUT_S = 10  # an unreachable --address fails after this long (one TCP connect)
+GCS_TIMEOUT_S = 10  # ... and an address that accepts connections but is no Ray GCS after this long
 NOT_COMPARED = ("name", "output_dir", "progress", "sweep", "resume_overrides")  # keys a resume may change freely
 
 
@@ -52,6 +53,31 @@ def _started_cluster() -> str:
         raise ClusterUnreachable(f"--address auto: no Ray cluster was started on this machine with `ray start` "
                                  f"(no {path}); start one or give host:port")
     return found
+
+
+_GCS_PROBE = """
+import sys
+import ray._raylet
+ray._raylet.GcsClient(address=sys.argv[1]).internal_kv_keys(b"", None, timeout=float(sys.argv[2]))
+"""
+
+
+def _check_gcs(address: str) -> None:
+    """One request to the GCS at host:port from a child process given GCS_TIMEOUT_S (its C++ client logs
+    retries to stderr and, against a port that accepts connections but is not a GCS, retries for minutes)."""
+    import subprocess
+    import sys
+
+    try:
+        proc = subprocess.run([sys.executable, "-c", _GCS_PROBE, address, str(GCS_TIMEOUT_S)], timeout=GCS_TIMEOUT_S,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    except subprocess.TimeoutExpired:
+        raise ClusterUnreachable(f"--address {address}: something listens there but no Ray GCS answered within "
+                                 f"{GCS_TIMEOUT_S} s") from None
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        reason = lines[-1] if lines else "no reply"
+        raise ClusterUnreachable(f"--address {address}: not a usable Ray cluster ({reason})")
 
 
 @contextlib.contextmanager
@@ -88,6 +114,8 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
         address = _started_cluster()
     if address:
         _check_reachable(address)
+        if not address.startswith("ray://"):  # ray:// is the Ray Client server, not the GCS
+            _check_gcs(address)
     if ray.is_initialized():
         yield
         return

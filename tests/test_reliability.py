@@ -262,3 +262,17 @@ def test_sigterm_stops_the_run_with_the_resume_command_and_shuts_down_every_ray_
         time.sleep(0.5)
     left = [" ".join(p.info["cmdline"][:2]) for p in ray_processes()]
     assert not left, f"still running after the driver ended: {left}"
+
+
+def test_an_address_that_is_not_a_ray_cluster_fails_in_one_line_within_30_s(tmp_path, capsys):
+    import socket
+    import time
+
+    with socket.socket() as server:  # accepts TCP connections and never answers
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        start = time.monotonic()
+        assert main(["run", str(toy_config(tmp_path)), "--address", address]) == 2
+        assert f"--address {address}: something listens there but no Ray GCS answered" in one_line(capsys)
+        assert time.monotonic() - start < 30 and not (tmp_path / "runs").exists()
