@@ -8,6 +8,7 @@ raises `ConfigError` with one line that names it and says what was expected, bef
 """
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import importlib
 import itertools
@@ -164,14 +165,14 @@ def check_value(value: Any, tp: Any, key: str, allow_nonfinite: bool = False) ->
                     if name in fields:
                         check_value(item, fields[name][0], f"{key}.{name}" if key else str(name), fields[name][1])
                 return
-            if typing.get_origin(alt) in (dict, typing.Mapping) and len(typing.get_args(alt)) == 2:
+            if typing.get_origin(alt) in (dict, collections.abc.Mapping) and len(typing.get_args(alt)) == 2:
                 for name, item in value.items():
                     check_value(item, typing.get_args(alt)[1], f"{key}.{name}", allow_nonfinite)
                 return
     elif isinstance(value, (list, tuple)):
         for alt in alts:
             origin, args = typing.get_origin(alt), typing.get_args(alt)
-            if origin in (list, tuple, set, frozenset, typing.Sequence) and args:
+            if origin in (list, tuple, set, frozenset, collections.abc.Sequence) and args:
                 for i, item in enumerate(value):
                     arg = args[0] if origin is not tuple or args[-1] is Ellipsis else args[min(i, len(args) - 1)]
                     check_value(item, arg, f"{key}[{i}]", allow_nonfinite)
@@ -191,7 +192,8 @@ class RunConfig(Section):
     name: str | None = Field(None, description="run name (a plain file name); defaults to the YAML file's stem")
     seed: int = 0
     output_dir: str = "runs"
-    checkpoint_every: int = Field(0, ge=0, description="log steps between checkpoints; 0: only at the end")
+    checkpoint_every: int = Field(0, ge=0, description="the experiment's own steps (its STEP_NAME: rounds, "
+                                  "iterations, training steps) between checkpoints; 0: only at the end")
     progress: bool = True
     ray: RayConfig = RayConfig()
     sweep: SweepConfig | None = None
