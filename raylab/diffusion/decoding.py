@@ -278,13 +278,18 @@ class _State:
         self.answer[rows] = torch.where(after, self.stop_eos, answer)
 
 
-def _one_forward_per_step(s: _State, threshold: float | None) -> None:
-    """Static (threshold None) and parallel decoding: one forward, then fill one / all confident tokens."""
+def _one_forward_per_step(s: _State, threshold: float | None, known: tuple | None = None) -> None:
+    """Static (threshold None) and parallel decoding: one forward, then fill one / all confident tokens.
+    `known`: (rows, logits) of the rows' current states, already computed (and counted): the first step uses them."""
     while len(rows := s.active()):
         answer = s.answer[rows]
-        logits = _call(s, rows, answer)
-        _commit(s, torch.arange(len(rows), device=rows.device))
-        s.nfe[rows] += 1
+        if known is not None:
+            rows, logits = known
+            answer, known = s.answer[rows], None
+        else:
+            logits = _call(s, rows, answer)
+            _commit(s, torch.arange(len(rows), device=rows.device))
+            s.nfe[rows] += 1
         conf, token = scores(logits, answer, s.block, s.mask_id)
         fill = torch.zeros_like(answer, dtype=torch.bool).scatter(1, ranking(conf)[:, :1], True)
         if threshold is not None:
@@ -335,15 +340,17 @@ def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budg
     want = torch.full_like(s.nfe, k)  # drafts each row will make (adaptive)
     row_tokens = s.prompt.shape[1] + s.answer.shape[1]
     rows = s.active()
-    started = time.perf_counter()
+    first = time.perf_counter()
     logits = _call(s, rows, s.answer[rows])
     _commit(s, torch.arange(len(rows), device=rows.device))
     s.nfe[rows] += 1
-    static_call_s, rate = time.perf_counter() - started, None  # static's cost of one token for every row
+    static_call_s = rate = None
     while len(rows):
         started = time.perf_counter()
         answer = s.answer[rows]
         order, available, token = draft_order(logits, answer, s.block, s.mask_id, eager)
+        if static_call_s is None:  # static's cost of one token for every row: a forward and one ranking
+            static_call_s = time.perf_counter() - first
         order = order[:, :k]                                                # (R, k)
         n_drafts = available.clamp(max=k)                                   # m_r
         if adaptive:
@@ -393,8 +400,8 @@ def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budg
         if static_fallback:
             now = float(accepted.sum()) / max(time.perf_counter() - started, 1e-9)
             rate = now if rate is None else 0.5 * (rate + now)
-            if rate < int(going.sum()) / static_call_s:
-                _one_forward_per_step(s, None)  # the rows still going continue from their (static) states
+            if rate < int(going.sum()) / static_call_s:  # the rows going continue from their (static) states
+                _one_forward_per_step(s, None, known=(rows[going], logits))
                 return
         rows = rows[going]
 

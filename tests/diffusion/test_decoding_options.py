@@ -157,7 +157,7 @@ def test_static_fallback_finishes_by_static_decoding_with_the_same_output(monkey
     static = generate(MODEL, prompt, method="static", **kw)
     free = generate(MODEL, prompt, method="freedave", draft_steps=4, **kw)
     # a clock under which static's first call took a microsecond and every FreeDave round a second: fall back
-    ticks = itertools.chain([0.0, 1e-6], itertools.count(1.0))
+    ticks = itertools.chain([0.0, 0.0, 1e-6], itertools.count(1.0))
     monkeypatch.setattr(decoding.time, "perf_counter", lambda: next(ticks))
     fell = generate(MODEL, prompt, method="freedave", draft_steps=4, static_fallback=True, **kw)
     assert torch.equal(fell.sequences, static.sequences)
