@@ -347,6 +347,20 @@ def read_config(run_dir: str | Path) -> dict:
     return data
 
 
+def read_summary(run_dir: str | Path) -> dict:
+    """A run directory's summary.json ({} while the run is unfinished); a corrupt one is a one-line ValueError."""
+    path = Path(run_dir) / "summary.json"
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(errors="replace"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err.msg}); the file is corrupt") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a JSON object; the file is corrupt")
+    return data
+
+
 def report(run_dirs: list[str | Path]) -> str:
     """A Markdown table of runs (experiment, name, final metrics) followed by each run's figures."""
     rows, figures, keys = [], [], []
@@ -354,7 +368,7 @@ def report(run_dirs: list[str | Path]) -> str:
         if not (d / "config.yaml").exists():
             raise FileNotFoundError(f"{d}: not a run directory (no config.yaml)")
         cfg = read_config(d)
-        summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else {}
+        summary = read_summary(d)
         flat = {k: v for k, v in summary.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
         keys += [k for k in flat if k not in keys]
         rows.append((d, cfg, flat))

@@ -276,3 +276,11 @@ def test_an_address_that_is_not_a_ray_cluster_fails_in_one_line_within_30_s(tmp_
         assert main(["run", str(toy_config(tmp_path)), "--address", address]) == 2
         assert f"--address {address}: something listens there but no Ray GCS answered" in one_line(capsys)
         assert time.monotonic() - start < 30 and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.ray
+def test_report_names_a_corrupt_summary(crashed, capsys):
+    _, _, full_dir = crashed
+    (full_dir / "summary.json").write_text("{not json")
+    assert main(["report", str(full_dir)]) == 2
+    assert f"{full_dir / 'summary.json'}: not valid JSON" in one_line(capsys)
