@@ -71,13 +71,13 @@ class Config(RunConfig):
         return self
 
     def memory_estimate(self) -> float:
-        """Bytes the shards hold: each method's per-agent vectors plus stored data, at data.num_agents agents."""
-        m, d = self.data.num_agents, self.data.dim if self.data.kind != "digits" else 650
-        vectors = 6 * ("ssl_alm" in self.methods) + ("scaffold" in self.methods)
+        """A lower estimate of the bytes the shards hold at data.num_agents agents: each method's per-agent
+        vectors (at least `features` numbers each) plus the stored rows (synthetic agents store row indices)."""
+        features = 64 if self.data.kind == "digits" else self.data.dim
+        vectors = sum(method.vectors_per_agent() for method in self.make_methods())
         width = 4 if self.dtype == "float32" else 8
-        rows = self.data.rows if self.data.kind != "digits" else 20
-        data = rows * (d * width * (self.data.kind != "synthetic") + 4)
-        return m * (vectors * d * width + data + 16)
+        row = 4 if self.data.kind == "synthetic" else features * width + 4
+        return self.data.num_agents * (vectors * features * width + self.data.rows * row + 16)
 
     def problem(self) -> Problem:
         return Problem(data=self.data, model=self.model, availability=self.availability, seed=self.seed,

@@ -126,9 +126,13 @@ class Method:
     def round(self, server, pool, t: int) -> dict:
         raise NotImplementedError
 
-    def agent_consensus(self, shard, state: dict, x0: Tensor) -> float:
-        """max_i ||x_i - x_0|| for methods that keep local models; the baselines report their drift instead."""
-        return 0.0
+    def agent_consensus(self, shard, state: dict, x0: Tensor) -> float | None:
+        """max_i ||x_i - x_0|| for methods that keep local models; None: the server reports the round's drift."""
+        return None
+
+    def vectors_per_agent(self) -> int:
+        """How many d-vectors per agent the agent half keeps (for memory estimates)."""
+        return 0
 
 
 @register
@@ -144,6 +148,9 @@ class SslAlm(Method):
 
     def server_state(self, x0: Tensor) -> dict[str, Tensor]:
         return {"x0": x0.clone(), "z0": x0.clone()}
+
+    def vectors_per_agent(self) -> int:
+        return 6 if self.hyper.residual == "held" else 3
 
     def agent_dual(self, shard, state: dict, t: int, x0: Tensor) -> float:
         """The dual step without the safeguard; returns this shard's part of ||y||^2."""
@@ -276,6 +283,9 @@ class Scaffold(LocalSgd):
 
     def server_state(self, x0: Tensor) -> dict[str, Tensor]:
         return {"x0": x0.clone(), "c": torch.zeros_like(x0)}
+
+    def vectors_per_agent(self) -> int:
+        return 1
 
     def correction(self, state: dict, part: Tensor, c: Tensor | None) -> Tensor:
         return c - state["c"][part]

@@ -144,10 +144,10 @@ class Server:
         for name in self.methods:
             x0 = self.x0(name)
             answers = pool.map("evaluate", name, x0)
+            gaps = [a[2] for a in answers if a[2] is not None]
             row = {"objective": sum(a[0] for a in answers) / self.m,
                    "stationarity": float(torch.linalg.vector_norm(sum(a[1] for a in answers))) / self.m,
-                   "consensus": (max(a[2] for a in answers) if name == "ssl_alm"
-                                 else self.last_round.get(name, {}).get("drift", 0.0)),
+                   "consensus": max(gaps) if gaps else self.last_round.get(name, {}).get("drift", 0.0),
                    "norm": float(torch.linalg.vector_norm(x0.double()))}
             if self.solution is not None:
                 row["distance"] = float(torch.linalg.vector_norm(x0.double() - self.solution))

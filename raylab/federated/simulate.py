@@ -23,7 +23,7 @@ import numpy as np
 
 from raylab.federated.availability import Availability
 from raylab.federated.data import ArrayData, DataSpec
-from raylab.federated.methods import METHODS
+from raylab.federated.methods import METHODS, AlmHyper, LocalHyper
 from raylab.federated.objectives import ModelSpec
 from raylab.federated.server import LocalPool, Server, run_rounds, snapshot
 from raylab.federated.spec import Problem
@@ -40,18 +40,21 @@ class Result:
     hyper: dict[str, object] = field(default_factory=dict)     # the resolved hyper-parameters per method
 
 
-def make_methods(names, alm: dict | None = None, local: dict | None = None, batch_size: int | None = None):
-    """Method objects from names, with their hyper-parameter records built from plain dicts (or records)."""
+def make_methods(names, alm: dict | AlmHyper | None = None, local: dict | LocalHyper | None = None,
+                 batch_size: int | None = None):
+    """Method objects from names; each gets the record of its hyper_type (AlmHyper: `alm`, LocalHyper: `local`),
+    built from a plain dict or given as a record."""
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         raise ValueError(f"method: unknown {unknown}; expected some of {sorted(METHODS)}")
     if len(set(names)) != len(names):
         raise ValueError(f"method: listed twice in {list(names)}")
+    given = {AlmHyper: alm, LocalHyper: local}
     out = []
     for name in names:
         cls = METHODS[name]
-        given = alm if cls.hyper_type.__name__ == "AlmHyper" else local
-        hyper = given if isinstance(given, cls.hyper_type) else cls.hyper_type(**(given or {}))
+        record = given[cls.hyper_type]
+        hyper = record if isinstance(record, cls.hyper_type) else cls.hyper_type(**(record or {}))
         out.append(cls(hyper, batch_size))
     return out
 
@@ -78,8 +81,7 @@ def simulate(data: ArrayData | DataSpec, model: str | ModelSpec = "least_squares
         availability = Availability(**(availability or {}))
     model = ModelSpec(name=model) if isinstance(model, str) else model
     problem = Problem(data=data, model=model, availability=availability, seed=seed, dtype=dtype)
-    alm_keys = set(METHODS["ssl_alm"].hyper_type.__dataclass_fields__)
-    local_keys = set(METHODS["fedavg"].hyper_type.__dataclass_fields__)
+    alm_keys, local_keys = set(AlmHyper.__dataclass_fields__), set(LocalHyper.__dataclass_fields__)
     hyper = dict(hyper or {})
     unknown = set(hyper) - alm_keys - local_keys
     if unknown:
