@@ -15,14 +15,11 @@ from raylab.config import load_yaml
 
 ROOT = Path(__file__).parents[1]
 EXP = ROOT / "experiments"
-
-
-def _federated() -> str:
-    return "federated_digits.yaml" if (EXP / "federated_digits.yaml").exists() else "federated_alm.yaml"
+FED = "federated_digits.yaml"
 
 
 KINDS = {  # experiment kind -> a YAML of it
-    "constrained": "alm_ncqp.yaml", "alm_rates": "alm_rates.yaml", "federated": _federated(),
+    "constrained": "alm_ncqp.yaml", "alm_rates": "alm_rates.yaml", "federated": FED,
     "freedave_eval": "freedave_eval.yaml", "grpo": "grpo_tiny.yaml", "grpo_bandit": "grpo_bandit.yaml",
     "mdlm_train": "mdlm_train.yaml",
 }
@@ -67,16 +64,16 @@ CASES += [
     ("eps-inf", "run", "alm_rates.yaml", ["eps_targets=[0.1, .inf]"], None, ["eps_targets[1]: must be a finite"],
      None),
     # federated
-    ("rounds-bool", "run", _federated(), ["rounds=true"], None, ["rounds: expected a number, not a boolean"], None),
-    ("rounds-1e15", "check", _federated(), ["rounds=1e15"], None, ["rounds: expected an integer"], None),
-    ("eta-inf", "run", _federated(), ["alm.eta=.inf"], None, ["alm.eta: must be a finite number"], None),
-    ("local-lr-nan", "run", _federated(), ["baselines.local_lr=.nan"], None, ["baselines.local_lr: must be"],
+    ("rounds-bool", "run", FED, ["rounds=true"], None, ["rounds: expected a number, not a boolean"], None),
+    ("rounds-1e15", "check", FED, ["rounds=1e15"], None, ["rounds: expected an integer"], None),
+    ("eta-inf", "run", FED, ["alm.eta=.inf"], None, ["alm.eta: must be a finite number"], None),
+    ("local-lr-nan", "run", FED, ["baselines.local_lr=.nan"], None, ["baselines.local_lr: must be"],
      None),
-    ("agents-1e12-float", "run", _federated(), ["data.num_agents=1e12"], None,
+    ("agents-1e12-float", "run", FED, ["data.num_agents=1e12"], None,
      ["data.num_agents: expected an integer"], None),
-    ("agents-memory", "check", _federated(), ["data.num_agents=1000000000000"], None, ["data.num_agents"],
+    ("agents-memory", "check", FED, ["data.num_agents=1000000000000"], None, ["data.num_agents"],
      "federated"),
-    ("p>1", "check", _federated(), ["availability.p=1.5"], None, ["availability.p"], "federated"),
+    ("p>1", "check", FED, ["availability.p=1.5"], None, ["availability.p"], "federated"),
     ("fed-sweep-grid-2nd", "tune", "federated_sweep.yaml", [], {"availability.p": {"grid": [0.1, 3.0]}},
      ["sweep.space.availability.p.grid[1]"], "federated"),
     ("fed-sweep-loguniform-high", "tune", "federated_sweep.yaml", [],

@@ -99,10 +99,7 @@ def test_toy_run_and_sweep_on_two_nodes_equal_local_runs(cluster, ray_local, tmp
 
 
 def federated_yaml() -> Path:
-    for name in ("federated_digits.yaml", "federated_alm.yaml"):  # the demo's YAML (renamed in issue 9's refactor)
-        if (ROOT / "experiments" / name).exists():
-            return ROOT / "experiments" / name
-    pytest.fail("no federated demo YAML under experiments/")
+    return ROOT / "experiments" / "federated_digits.yaml"  # public keys only: rounds, eval_every, methods, ...
 
 
 def actor_nodes(address: str, class_suffix: str) -> set[str]:
