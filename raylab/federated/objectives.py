@@ -5,14 +5,13 @@
     TorchModule(factory, features, classes)   any torch.nn.Module (the built-in `mlp` too), through torch.func
 
 `loss_grad(x, X, Y, w)` takes per-sample weights w (agents, k) with f_i ~ sum_j w_ij loss_ij: the full sample set
-with w = 1/n_i, or an unbiased minibatch of b rows with w = 1/b. `smoothness` estimates each agent's L_i. Least squares and
-logistic regression have their gradients in closed form (cheap enough for a million agents); a torch module's
-come from torch.func.grad under vmap over the agents (per-agent parameters, one batched evaluation).
+with w = 1/n_i, or an unbiased minibatch of b rows with w = 1/b. `smoothness` estimates each agent's L_i.
+Least squares and logistic regression have their gradients in closed form (cheap enough for a million
+agents); a torch module's come from torch.func.grad under vmap over the agents (one batched evaluation).
 """
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 from typing import Annotated, Literal
 

@@ -9,7 +9,7 @@ import torch
 from raylab.federated import rng
 from raylab.federated.availability import Availability
 from raylab.federated.data import DataSpec
-from raylab.federated.methods import AlmHyper, LocalHyper
+from raylab.federated.methods import AlmHyper
 from raylab.federated.objectives import LeastSquares, Logistic, ModelSpec, TorchModule, mlp, smoothness
 from raylab.federated.server import LocalPool, Server, restore, snapshot
 from raylab.federated.simulate import make_methods
@@ -71,9 +71,9 @@ def test_bad_availability_is_one_line_value_error():
         DataSpec(kind="arrays")
 
 
-@pytest.mark.parametrize("objective, classes", [(LeastSquares(6), 0), (Logistic(6, 2, bias=False), 2),
-                                                (Logistic(6, 4), 4), (TorchModule(functools.partial(mlp, hidden=5), 6, 3), 3),
-                                                (TorchModule(mlp, 6, 0), 0)])
+@pytest.mark.parametrize("objective, classes", [
+    (LeastSquares(6), 0), (Logistic(6, 2, bias=False), 2), (Logistic(6, 4), 4),
+    (TorchModule(functools.partial(mlp, hidden=5), 6, 3), 3), (TorchModule(mlp, 6, 0), 0)])
 def test_closed_form_gradients_match_autograd_per_agent(objective, classes):
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(3, objective.dim, generator=gen, dtype=torch.float64)
@@ -201,6 +201,7 @@ def test_the_federated_core_never_imports_ray():
     import sys
 
     code = ("import sys, raylab.federated, raylab.federated.agents, raylab.federated.server, "
-            "raylab.federated.methods, raylab.experiments.federated; sys.exit('ray imported' if 'ray' in sys.modules else 0)")
+            "raylab.federated.methods, raylab.experiments.federated; "
+            "sys.exit('ray imported' if 'ray' in sys.modules else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-500:]
