@@ -51,6 +51,8 @@ class Config(RunConfig):
     methods: list[MethodName] = Field(["ssl_alm", "fedavg", "fedprox"], min_length=1)
     num_actors: int | None = Field(None, ge=1, description="agent actors; null: one per CPU")
     single_process: bool = Field(False, description="run the shards in this process, without actors")
+    shard_checkpoints: bool = Field(False, description="each shard writes its agents' state to the run "
+                                    "directory (checkpoints/shards; shared by the nodes) instead of the driver")
     batch_size: int | None = Field(16, ge=1, description="samples per agent gradient; null: all (exact)")
     dtype: Literal["float32", "float64"] = "float32"
     data: DataSpec = DataSpec()
@@ -112,7 +114,8 @@ def _train(cfg: Config, ctx, pool, server: Server) -> dict:
     """Rounds from the start or the last checkpoint to cfg.rounds; returns the summary."""
     methods = tuple(server.methods)
     start, state = ctx.resume()
-    snap = snapshot(server, pool, 0) if state is None else state
+    shard_dir = ctx.path("checkpoints/shards") if cfg.shard_checkpoints else None
+    snap = snapshot(server, pool, 0, shard_dir) if state is None else state
     if state is not None:
         restore(server, pool, state)
     killed = False
@@ -138,6 +141,7 @@ def _train(cfg: Config, ctx, pool, server: Server) -> dict:
 
         run_rounds(server, pool, start, cfg.rounds, eval_every=cfg.eval_every, on_row=on_row, snap=snap,
                    checkpoint_due=ctx.due, before_round=before_round, on_rollback=on_rollback,
+                   shard_dir=shard_dir,
                    on_checkpoint=lambda done, s: ctx.checkpoint(done, s, final=done == cfg.rounds))
     rows = ctx.metrics()
     summary = {k: v for k, v in rows[-1].items() if k != "step"} if rows else {}

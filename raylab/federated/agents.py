@@ -117,6 +117,18 @@ class AgentShard:
         return {"on": self.on, "avail_round": self.avail_round,
                 "methods": {name: dict(s) for name, s in self.state.items()}}
 
+    def save_state(self, path: str) -> int:
+        """Writes this shard's state to `path` (on the node that hosts it); returns the bytes written."""
+        import os
+
+        tmp = f"{path}.tmp"
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+        return os.path.getsize(path)
+
+    def load_state(self, path: str) -> None:
+        self.load_state_dict(torch.load(path, weights_only=True))
+
     def load_state_dict(self, state: dict) -> None:
         self.on, self.avail_round, self.connected = state["on"].clone(), int(state["avail_round"]), None
         self.state = {name: {k: v.to(self.dtype).clone() for k, v in s.items()}

@@ -14,6 +14,8 @@ number of actors after a resume, or a replacement actor after a crash).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -164,13 +166,35 @@ class Server:
         self.state = {name: {k: v.clone() for k, v in state[name].items()} for name in self.methods}
 
 
-def snapshot(server: Server, pool: Pool, t: int) -> dict:
-    return {"round": t, "server": server.state_dict(), "agents": pool.gather_state()}
+def snapshot(server: Server, pool: Pool, t: int, shard_dir: Path | None = None) -> dict:
+    """The server's state and every agent's: gathered through this process, or, with `shard_dir`, written by
+    each shard to `shard_dir/round-<t>-shard-<k>.pt` itself (only the file names travel; on several nodes
+    `shard_dir` must be on a file system they share). Files of all but the two newest rounds are removed."""
+    if shard_dir is None:
+        return {"round": t, "server": server.state_dict(), "agents": pool.gather_state()}
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    names = [f"round-{t:09d}-shard-{k:04d}.pt" for k in range(len(pool.sizes))]
+    pool.map_each("save_state", [(str(shard_dir / n),) for n in names])
+    rounds = sorted({p.name.split("-shard-")[0] for p in shard_dir.glob("round-*-shard-*.pt")})
+    for old in rounds[:-2]:
+        for path in shard_dir.glob(f"{old}-shard-*.pt"):
+            path.unlink()
+    return {"round": t, "server": server.state_dict(),
+            "agents": {"shard_dir": str(shard_dir), "files": names, "sizes": list(pool.sizes)}}
 
 
 def restore(server: Server, pool: Pool, snap: dict) -> int:
+    """Back to a snapshot; shard files load in the shards when the sharding is the same, else through here."""
     server.load_state_dict(snap["server"])
-    pool.scatter_state(snap["agents"])
+    agents = snap["agents"]
+    if "files" not in agents:
+        pool.scatter_state(agents)
+    else:
+        paths = [str(Path(agents["shard_dir"]) / n) for n in agents["files"]]
+        if list(agents["sizes"]) == list(pool.sizes):
+            pool.map_each("load_state", [(p,) for p in paths])
+        else:
+            pool.scatter_state(_concat([torch.load(p, weights_only=True) for p in paths]))
     return int(snap["round"])
 
 
@@ -183,12 +207,14 @@ def round_row(server: Server, pool: Pool, info: dict[str, dict]) -> dict:
 
 
 def run_rounds(server: Server, pool: Pool, start: int, rounds: int, *, eval_every: int, on_row, snap: dict,
-               checkpoint_due=lambda done: False, on_checkpoint=None, on_rollback=None, before_round=None) -> dict:
+               checkpoint_due=lambda done: False, on_checkpoint=None, on_rollback=None, before_round=None,
+               shard_dir: Path | None = None) -> dict:
     """Rounds start..rounds-1; every `eval_every` rounds (and at the end) `on_row(done, row)`; after round
     `done` with `checkpoint_due(done)` (and at the end) a snapshot, handed to `on_checkpoint(done, snap)`.
     When a shard is lost mid-round the pool replaces it and every shard and the server roll back to `snap`,
     the last snapshot, and replay from there: draws are counter-based, so the replay is the same computation,
-    and rows and checkpoints already made are not made again. Returns the final snapshot."""
+    and rows and checkpoints already made are not made again. `shard_dir`: shards write their own state
+    (see `snapshot`). Returns the final snapshot."""
     t = done_rows = saved = start
     while t < rounds:
         try:
@@ -208,7 +234,7 @@ def run_rounds(server: Server, pool: Pool, start: int, rounds: int, *, eval_ever
             done_rows = t
             on_row(t, row)
         if t == rounds or checkpoint_due(t):
-            snap = snapshot(server, pool, t)
+            snap = snapshot(server, pool, t, shard_dir)
             if on_checkpoint is not None and t > saved:
                 saved = t
                 on_checkpoint(t, snap)

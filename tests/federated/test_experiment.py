@@ -67,8 +67,10 @@ class Interrupted(RunContext):
             raise KeyboardInterrupt
 
 
-def test_resume_after_an_interruption_equals_the_uninterrupted_run(tmp_path):
-    cfg = load_config(config_file(tmp_path))     # the checkpoint path is the same with or without actors
+@pytest.mark.parametrize("shard_checkpoints", [False, True])
+def test_resume_after_an_interruption_equals_the_uninterrupted_run(tmp_path, shard_checkpoints):
+    # the checkpoint path is the same with or without actors; shard_checkpoints: the shards write their files
+    cfg = load_config(config_file(tmp_path, shard_checkpoints=shard_checkpoints))
     full_dir, _ = driver.prepare_run_dir(cfg, None)
     full = driver.execute(cfg, full_dir)
     run_dir, _ = driver.prepare_run_dir(cfg, None)
@@ -80,6 +82,12 @@ def test_resume_after_an_interruption_equals_the_uninterrupted_run(tmp_path):
     assert read_metrics(run_dir) == read_metrics(full_dir)
     drop = ("seconds",)
     assert {k: v for k, v in resumed.items() if k not in drop} == {k: v for k, v in full.items() if k not in drop}
+    if shard_checkpoints:
+        step, state = RunContext(run_dir, resume=True).resume()
+        assert step == 20 and sorted(state["agents"]["files"]) == ["round-000000020-shard-0000.pt"]
+        assert sorted(p.name for p in (run_dir / "checkpoints" / "shards").iterdir()) == [
+            "round-000000015-shard-0000.pt", "round-000000020-shard-0000.pt"]
+        return
     for m, x0 in final_models(full_dir)[1].items():
         assert torch.equal(x0, final_models(run_dir)[1][m])
 

@@ -136,12 +136,15 @@ def test_sharding_does_not_change_the_run():
         torch.testing.assert_close(one.x0(m), three.x0(m), atol=1e-12, rtol=0)
 
 
-def test_snapshot_restores_into_another_sharding_and_replays_identically():
+@pytest.mark.parametrize("shards_write_files", [False, True])
+def test_snapshot_restores_into_another_sharding_and_replays_identically(tmp_path, shards_write_files):
     problem = ls_problem(p=0.3, kind="markov", mean_on=3)
     methods = ["ssl_alm", "fedavg", "scaffold"]
     full, _ = run(problem, methods, 30, batch_size=4)
-    half, half_pool = run(problem, methods, 15, batch_size=4)
-    snap = snapshot(half, half_pool, 15)
+    half, half_pool = run(problem, methods, 15, shards=2, batch_size=4)
+    snap = snapshot(half, half_pool, 15, tmp_path if shards_write_files else None)
+    if shards_write_files:      # only file names in the snapshot; each shard wrote its own
+        assert snap["agents"]["files"] == ["round-000000015-shard-0000.pt", "round-000000015-shard-0001.pt"]
     pool = LocalPool(problem, 4)
     server = Server.start(problem, make_methods(methods, None, None, 4), pool, 30)
     assert restore(server, pool, snap) == 15
