@@ -18,6 +18,11 @@ from raylab.grpo.optim import LearnerConfig
 from raylab.grpo.rollout import SamplingConfig, make_rollout, pack_weights
 
 
+# Idle OpenMP threads sleep instead of spinning: the rollout workers and the learner take turns on the same cores,
+# and a phase's threads spinning on after it ended would fight the next phase's (and anything else on the machine)
+ACTOR_ENV = {"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}}
+
+
 def _setup_actor(cpus: float) -> None:
     # Ray sets OMP_NUM_THREADS for an actor; torch's intra-op pool must match so actors do not oversubscribe
     torch.set_num_threads(max(1, int(cpus)))
@@ -79,7 +84,7 @@ def build_rollout_workers(count: int, backend: str, model: str, sampling: Sampli
                           threads: int | None = None) -> list:
     """`count` rollout actors, each with its own seed offset so their samples differ. `threads`: torch threads
     per actor (default: its CPUs)."""
-    cls = ray.remote(num_cpus=cpus, num_gpus=gpus)(RolloutWorker)
+    cls = ray.remote(num_cpus=cpus, num_gpus=gpus, runtime_env=ACTOR_ENV)(RolloutWorker)
     return [cls.remote(backend, model, sampling, seed + 7919 * (i + 1), threads or max(cpus, 1), options)
             for i in range(count)]
 
@@ -87,5 +92,6 @@ def build_rollout_workers(count: int, backend: str, model: str, sampling: Sampli
 def build_learner(model: str, config: LearnerConfig, *, cpus: float | None = None, options: dict | None = None):
     """The learner actor with the CPUs and GPUs of `config` (`cpus` overrides the CPUs Ray reserves, as inside a
     Tune trial, not its threads); `options` are the loss keywords of `Learner`."""
-    actor = ray.remote(num_cpus=config.cpus if cpus is None else cpus, num_gpus=config.gpus)(LearnerWorker)
+    actor = ray.remote(num_cpus=config.cpus if cpus is None else cpus, num_gpus=config.gpus,
+                       runtime_env=ACTOR_ENV)(LearnerWorker)
     return actor.remote(model, config, config.threads or max(config.cpus, 1), options or {})

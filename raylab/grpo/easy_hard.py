@@ -52,7 +52,7 @@ class StudySettings:
     max_new_tokens: int = 3
     temperature: float = 1.0
     max_grad_norm: float = 1e9  # no clipping: clipping would rescale the two modes' steps alike
-    diagnostic_questions: int = 100  # the first n questions the diagnostics look at
+    diagnostic_questions: int = 100  # how many questions the diagnostics look at (evenly spaced in the list)
     hvp_eps: float = 1e-2  # float32 weights: a smaller step mostly adds rounding noise
 
     def __post_init__(self):
@@ -66,7 +66,10 @@ class StudySettings:
 class StudyRun:
     def __init__(self, policy: str, arm: Arm, questions: list[dict], settings: StudySettings, seed: int,
                  eval_questions: list[dict] | None = None, state: dict | None = None):
+        import transformers
+
         torch.set_num_threads(1)  # one run per core; a tiny model gains nothing from more threads
+        transformers.utils.logging.disable_progress_bar()  # a bar per model load would bury the run's output
         self.arm, self.questions, self.settings, self.seed = arm, questions, settings, seed
         self.eval_questions = eval_questions or questions
         self.sampling = SamplingConfig(settings.num_generations, settings.max_new_tokens, settings.temperature)
@@ -117,10 +120,11 @@ class StudyRun:
                 "grad_norm": stats["grad_norm"], "entropy": stats["entropy"], "logprob_gap_max": stats["logprob_gap_max"]}
 
     def diagnose(self, update: torch.Tensor) -> dict:
-        """The seed's diagnostics at the current weights, on the first `diagnostic_questions` questions: each
+        """The seed's diagnostics at the current weights, on `diagnostic_questions` of the questions: each
         one's pi* and reward variance, the curvature ||Hess J_i u|| along this step's update u, and the pairwise
         |cos| of the questions' gradients (summarised, and as 101 quantiles for the inverse-CDF figure)."""
-        questions = self.questions[: self.settings.diagnostic_questions]
+        stride = max(1, len(self.questions) // self.settings.diagnostic_questions)  # spread over the question list
+        questions = self.questions[::stride][: self.settings.diagnostic_questions]
         model = self.learner.model
         probs = diagnostics.success_probs(model, self.tokenizer, questions)
         curvature = diagnostics.curvature_along(model, self.tokenizer, questions, update, self.settings.hvp_eps)
