@@ -38,6 +38,7 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path):
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_a_native_checkpoint_on_gsm8k_end_to_end(ray_local, tmp_path):
     """A tiny random SDAR checkpoint with the real Qwen2 vocabulary and chat template, on two GSM8K questions:
     the path the TraDo variants take on a GPU (a random model answers nothing right; FreeDave equals static)."""
