@@ -62,18 +62,22 @@ class AlmHyper:
         if self.fresh_rho_draw and self.residual != "unbiased":
             raise ValueError("fresh_rho_draw: needs residual: unbiased (the held residual draws nothing)")
 
-    def resolve(self, L: float, p_min: float, rounds: int) -> "AlmHyper":
+    def resolve(self, L: float | None, p_min: float | None, rounds: int) -> "AlmHyper":
         """Concrete steps. held: rho = 0.3 L, mu = 0.15 L, tau = 0.5 / L, eta = min(0.3 p_min, 0.1) L
         (a connected agent's anchor is on average 1/p rounds old). unbiased: a connected agent sees rho / p,
         so tau = 0.5 / (L + rho / p_min + mu) and eta = 0.05 p_min L. Scale-free: f -> s f scales L, rho, mu,
         eta by s and tau by 1/s. schedule theory multiplies eta, tau and beta by 1/sqrt(rounds)."""
-        rho = 0.3 * L if self.rho is None else self.rho
-        mu = 0.15 * L if self.mu is None else self.mu
-        if self.residual == "held":
-            tau, eta = 0.5 / L, min(0.3 * p_min, 0.1) * L
+        if not self.needs_smoothness():
+            rho, mu, tau, eta = self.rho, self.mu, self.tau, self.eta
         else:
-            tau, eta = 0.5 / (L + rho / p_min + mu), 0.05 * p_min * L
-        tau, eta, beta = self.tau or tau, self.eta or eta, self.beta
+            rho = 0.3 * L if self.rho is None else self.rho
+            mu = 0.15 * L if self.mu is None else self.mu
+            if self.residual == "held":
+                tau, eta = 0.5 / L, min(0.3 * p_min, 0.1) * L
+            else:
+                tau, eta = 0.5 / (L + rho / p_min + mu), 0.05 * p_min * L
+            tau, eta = self.tau or tau, self.eta or eta
+        beta = self.beta
         if self.schedule == "theory":
             tau, eta, beta = (s / math.sqrt(rounds) for s in (tau, eta, beta))
         return replace(self, eta=eta, tau=tau, beta=beta, rho=rho, mu=mu)
@@ -99,8 +103,8 @@ class LocalHyper:
     def needs_smoothness(self) -> bool:
         return self.local_lr is None
 
-    def resolve(self, L: float, p_min: float, rounds: int) -> "LocalHyper":
-        return replace(self, local_lr=self.local_lr or 0.5 / L)
+    def resolve(self, L: float | None, p_min: float | None, rounds: int) -> "LocalHyper":
+        return self if self.local_lr is not None else replace(self, local_lr=0.5 / L)
 
 
 class Method:
@@ -114,7 +118,7 @@ class Method:
     def __init__(self, hyper, batch_size: int | None):
         self.hyper, self.batch_size = hyper, batch_size
 
-    def resolved(self, L: float, p_min: float, rounds: int) -> "Method":
+    def resolved(self, L: float | None, p_min: float | None, rounds: int) -> "Method":
         return type(self)(self.hyper.resolve(L, p_min, rounds), self.batch_size)
 
     def agent_state(self, shard) -> dict[str, Tensor]:

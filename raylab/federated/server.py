@@ -120,8 +120,7 @@ class Server:
             if not np.isfinite(L) or L <= 0:
                 raise ValueError(f"data: the local objectives' curvature L = {L} gives no default step sizes; "
                                  "set the steps explicitly")
-        resolved = [m.resolved(L, p_min, rounds) if m.hyper.needs_smoothness() else m.resolved(1.0, 1.0, rounds)
-                    for m in methods]
+        resolved = [m.resolved(L, p_min, rounds) for m in methods]       # L, p_min: None when no default is asked
         pool.start(resolved)
         server = cls(problem, resolved)
         server.smoothness = L
