@@ -250,17 +250,78 @@ def generate(model: Callable, prompt_ids: torch.Tensor, *, method: Method = "fre
                         state.nfe + forward.prefill_passes)
 
 
+def decode_stream(model: Callable, prompt_ids: torch.Tensor, *, join: Callable[[], list],
+                  done: Callable[[int, torch.Tensor, int, torch.Tensor], None], method: Method = "freedave",
+                  gen_length: int, block_length: int | None = None, draft_steps: int = 4, threshold: float = 0.9,
+                  mask_token_id: int, shifted_logits: bool = False, attention: str = "full",
+                  eager_drafts: bool = False, adaptive_drafts: bool = False, token_budget: int | None = None,
+                  eos_token_id: int | None = None, stop_on_eos_block: bool = False) -> int:
+    """Continuous batching: decodes `prompt_ids` while rows join and leave between forwards.
+
+    Before each forward `join()` may return more prompts (1-D, of `prompt_ids`' length), which start decoding
+    with the batch; when a row finishes, `done(index, sequence, nfe, decode_step)` is called at once (index
+    counts rows in order of arrival). Each row's result equals `generate` on it alone (the same rules, one row's
+    logits never depend on another's). Plain forwards only (answer layout, no caches, no padding). Returns the
+    number of rows decoded."""
+    block_length = block_length or gen_length
+    vocab, ctx = model_limits(model)
+    check_inputs(prompt_ids, gen_length=gen_length, block_length=block_length, draft_steps=draft_steps,
+                 threshold=threshold, mask_token_id=mask_token_id, vocab_size=vocab, max_length=ctx,
+                 shifted_logits=shifted_logits, method=method, attention=attention, eos_token_id=eos_token_id,
+                 stop_on_eos_block=stop_on_eos_block)
+    B, P = prompt_ids.shape
+    forward = Forward(model, P, gen_length, block_length, mask_token_id, attention, shifted_logits)
+    answer = torch.full((B, gen_length), mask_token_id, dtype=prompt_ids.dtype, device=prompt_ids.device)
+    block = position_blocks(P, gen_length, block_length, "answer", prompt_ids.device)[P:]
+    state = _State(prompt_ids, answer, forward, block, block_length, mask_token_id,
+                   eos_token_id if stop_on_eos_block else None, join=join, done=done)
+    with torch.no_grad():
+        if method == "freedave":
+            _freedave(state, draft_steps, eager_drafts, adaptive_drafts, token_budget)
+        else:
+            _one_forward_per_step(state, threshold if method == "parallel" else None)
+    state.release()
+    return len(state.prompt)
+
+
 class _State:
     """The batch being decoded: answers, per-sequence forward counts and the step that fixed each token."""
 
-    def __init__(self, prompt_ids, answer, forward, block, block_length, mask_token_id, stop_eos):
+    def __init__(self, prompt_ids, answer, forward, block, block_length, mask_token_id, stop_eos,
+                 join: Callable | None = None, done: Callable | None = None):
         self.prompt, self.answer, self.forward = prompt_ids, answer, forward
         self.block, self.L, self.mask_id, self.stop_eos = block, block_length, mask_token_id, stop_eos
         self.nfe = torch.zeros(answer.shape[0], dtype=torch.long, device=answer.device)
         self.step = torch.zeros_like(answer)
+        self.join, self.done = join, done  # continuous batching (`decode_stream`); None for `generate`
+        self.delivered = torch.zeros(answer.shape[0], dtype=torch.bool, device=answer.device)
 
     def active(self) -> torch.Tensor:
         return (self.answer == self.mask_id).any(dim=1).nonzero().squeeze(1)
+
+    def admit(self) -> torch.Tensor:
+        """Rows that join between forwards (`join()` gives prompts of this batch's length); their indices."""
+        prompts = self.join() if self.join is not None else []
+        if not len(prompts):
+            return self.nfe[:0]
+        new = torch.stack(list(prompts)).to(self.prompt.device)
+        n, old = len(new), len(self.prompt)
+        self.prompt = torch.cat([self.prompt, new])
+        self.answer = torch.cat([self.answer, torch.full((n, self.answer.shape[1]), self.mask_id,
+                                                         dtype=self.answer.dtype, device=self.answer.device)])
+        self.nfe = torch.cat([self.nfe, self.nfe.new_zeros(n)])
+        self.step = torch.cat([self.step, self.step.new_zeros(n, self.step.shape[1])])
+        self.delivered = torch.cat([self.delivered, self.delivered.new_zeros(n)])
+        return torch.arange(old, old + n, device=self.nfe.device)
+
+    def release(self) -> None:
+        """Hands every newly finished row to `done(index, sequence, nfe, decode_step)`: rows leave as they end."""
+        if self.done is None:
+            return
+        finished = ~(self.answer == self.mask_id).any(dim=1) & ~self.delivered
+        for i in finished.nonzero().squeeze(1).tolist():
+            self.done(i, torch.cat([self.prompt[i], self.answer[i]]), int(self.nfe[i]), self.step[i].clone())
+        self.delivered |= finished
 
     def stop_after_eos_blocks(self, rows: torch.Tensor) -> None:
         """A row whose answer holds a finished block of EOS tokens only is done: every later answer position
@@ -281,7 +342,7 @@ class _State:
 def _one_forward_per_step(s: _State, threshold: float | None, known: tuple | None = None) -> None:
     """Static (threshold None) and parallel decoding: one forward, then fill one / all confident tokens.
     `known`: (rows, logits) of the rows' current states, already computed (and counted): the first step uses them."""
-    while len(rows := s.active()):
+    while len(rows := torch.cat([s.active(), s.admit()]).unique()):
         answer = s.answer[rows]
         if known is not None:
             rows, logits = known
@@ -297,6 +358,7 @@ def _one_forward_per_step(s: _State, threshold: float | None, known: tuple | Non
         s.answer[rows] = torch.where(fill, token, answer)
         s.step[rows] = torch.where(fill, s.nfe[rows, None], s.step[rows])
         s.stop_after_eos_blocks(rows)
+        s.release()
 
 
 def draft_order(logits: torch.Tensor, answer: torch.Tensor, block: torch.Tensor, mask_token_id: int,
@@ -390,20 +452,29 @@ def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budg
         s.step[rows] = torch.where(newly, s.nfe[rows, None], s.step[rows])
         s.answer[rows] = last
         s.stop_after_eos_blocks(rows)
+        s.release()
         going = (s.answer[rows] == s.mask_id).any(dim=1)
         if next_logits is None or not going.any():
+            rows, logits = rows[:0], logits[:0]
+        else:
+            draft_logits, where = next_logits
+            kept = where[torch.arange(len(rows), device=rows.device), accepted - 1][going]
+            _commit(s, kept)
+            logits, rows = draft_logits[kept], rows[going]
+        if len(new := s.admit()):  # rows join between forwards: their first forward, then the next round
+            want = torch.cat([want, torch.full_like(new, k)])
+            logits = torch.cat([logits, _call(s, new, s.answer[new])])
+            s.nfe[new] += 1
+            rows = torch.cat([rows, new])
+            continue
+        if not len(rows):
             break
-        draft_logits, where = next_logits
-        kept = where[torch.arange(len(rows), device=rows.device), accepted - 1][going]
-        _commit(s, kept)
-        logits = draft_logits[kept]
         if static_fallback:
             now = float(accepted.sum()) / max(time.perf_counter() - started, 1e-9)
             rate = now if rate is None else 0.5 * (rate + now)
-            if rate < int(going.sum()) / static_call_s:  # the rows going continue from their (static) states
-                _one_forward_per_step(s, None, known=(rows[going], logits))
+            if rate < len(rows) / static_call_s:  # the rows going continue from their (static) states
+                _one_forward_per_step(s, None, known=(rows, logits))
                 return
-        rows = rows[going]
 
 
 def _call(s: _State, rows: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:

@@ -162,3 +162,29 @@ def test_static_fallback_finishes_by_static_decoding_with_the_same_output(monkey
     fell = generate(MODEL, prompt, method="freedave", draft_steps=4, static_fallback=True, **kw)
     assert torch.equal(fell.sequences, static.sequences)
     assert (fell.nfe >= free.nfe).all() and (fell.nfe <= static.nfe).all() and (fell.nfe > free.nfe).any()
+
+
+@pytest.mark.parametrize("method", ["static", "freedave"])
+def test_rows_join_and_leave_between_forwards(method):
+    from raylab.diffusion.decoding import decode_stream
+
+    g = torch.Generator().manual_seed(8)
+    prompts = torch.randint(0, MASK, (7, 3), generator=g)
+    kw = dict(method=method, gen_length=8, block_length=4, draft_steps=4, mask_token_id=MASK)
+    arrivals = [[prompts[2], prompts[3]], [], [prompts[4]], [prompts[5], prompts[6]]]  # one batch per forward
+    joined, finished = [], {}
+
+    def join():
+        batch = arrivals.pop(0) if arrivals else []
+        joined.append(len(batch))
+        return batch
+
+    def done(index, sequence, nfe, decode_step):
+        finished[index] = (sequence, nfe, len(finished))
+
+    total = decode_stream(MODEL, prompts[:2], join=join, done=done, **kw)
+    assert total == 7 and sorted(finished) == list(range(7))
+    for i in range(7):
+        alone = generate(MODEL, prompts[i:i + 1], **kw)
+        assert torch.equal(finished[i][0], alone.sequences[0]) and finished[i][1] == int(alone.nfe[0])
+    assert finished[0][2] < finished[6][2]  # early rows left before the late ones ended
