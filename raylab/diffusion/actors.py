@@ -10,8 +10,11 @@
 Each actor is an asyncio actor: requests queue up while it decodes, and the next batch takes up to `max_batch`
 waiting requests (after waiting at most `max_wait_s` for more) that share decoding options; prompts of different
 lengths share a batch through left padding (`generate(..., prompt_lengths=...)`) where the options allow it
-(answer block layout, no cache), else a batch also shares the prompt length. Batches run to completion: rows
-do not join or leave between forwards (no continuous batching).
+(answer block layout, no cache), else a batch also shares the prompt length. By default a batch runs to
+completion. With `continuous=True` an actor batches continuously (`raylab.diffusion.decoding.decode_stream`,
+run in a worker thread so that requests keep arriving): requests of the batch's prompt length and options join
+it between forwards while it has fewer than `max_batch` rows, and each result is returned as its row ends
+(plain forwards only: options with a cache, the absolute layout or padding run batch by batch).
 Every sequence of a batch decodes exactly as it would alone (see the decoding tests), so batching changes
 speed, never answers. The pool deals requests to its actors in turn.
 """
@@ -23,20 +26,25 @@ from typing import Callable
 import ray
 import torch
 
-from raylab.diffusion.decoding import generate
+from raylab.diffusion.decoding import decode_stream, generate
+
+NOT_STREAMED = {"use_cache": False, "dual_cache": False, "static_fallback": False, "block_layout": "answer",
+                "prompt_lengths": None}  # options decode_stream does not take, with the values it behaves as
 
 
 class DecoderActor:
     """Holds one model; `decode` calls are gathered into batches by a background loop."""
 
     def __init__(self, load_model: Callable[[], Callable], defaults: dict, max_batch: int, max_wait_s: float,
-                 threads: int | None = None):
+                 threads: int | None = None, continuous: bool = False):
         if threads:
             torch.set_num_threads(threads)
         self.model, self.defaults = load_model(), dict(defaults)
-        self.max_batch, self.max_wait_s = max_batch, max_wait_s
+        self.max_batch, self.max_wait_s, self.continuous = max_batch, max_wait_s, continuous
         self.queue: asyncio.Queue | None = None
         self.batches: list[int] = []
+        self.waiting: list = []
+        self.joined = 0  # requests that joined a running batch between forwards
 
     async def decode(self, prompt_ids: torch.Tensor, options: dict | None = None) -> dict:
         if self.queue is None:
@@ -50,22 +58,75 @@ class DecoderActor:
     def batch_sizes(self) -> list[int]:
         return list(self.batches)
 
+    def joined_count(self) -> int:
+        return self.joined
+
     async def _serve(self) -> None:
-        waiting: list = []
         while True:
-            if not waiting:
-                waiting.append(await self.queue.get())
+            if not self.waiting:
+                self.waiting.append(await self.queue.get())
             deadline = asyncio.get_running_loop().time() + self.max_wait_s
-            while len(waiting) < self.max_batch and (left := deadline - asyncio.get_running_loop().time()) > 0:
+            while len(self.waiting) < self.max_batch and (left := deadline - asyncio.get_running_loop().time()) > 0:
                 try:
-                    waiting.append(await asyncio.wait_for(self.queue.get(), left))
+                    self.waiting.append(await asyncio.wait_for(self.queue.get(), left))
                 except asyncio.TimeoutError:
                     break
-            key = _batch_key(waiting[0])
-            batch = [r for r in waiting if _batch_key(r) == key][: self.max_batch]
-            waiting = [r for r in waiting if all(r is not b for b in batch)]
-            self._run(batch)
+            key = self._key(self.waiting[0])
+            batch = [r for r in self.waiting if self._key(r) == key][: self.max_batch]
+            self.waiting = [r for r in self.waiting if all(r is not b for b in batch)]
+            if self._streamed(batch[0][1]) is not None:
+                await self._stream(batch, key)
+            else:
+                self._run(batch)
             await asyncio.sleep(0)  # let requests that arrived while decoding join the queue
+
+    def _key(self, request) -> tuple:
+        if self._streamed(request[1]) is not None:
+            return request[0].shape, tuple(sorted(request[1].items()))
+        return _batch_key(request)
+
+    def _streamed(self, options: dict) -> dict | None:
+        """The options for decode_stream, or None when this batch cannot be decoded continuously."""
+        if not self.continuous or any(options.get(k, v) != v for k, v in NOT_STREAMED.items()):
+            return None
+        return {k: v for k, v in options.items() if k not in NOT_STREAMED}
+
+    async def _take(self, key: tuple, room: int) -> list:
+        """Up to `room` waiting requests of this key (the queue drained into the waiting list first)."""
+        while not self.queue.empty():
+            self.waiting.append(self.queue.get_nowait())
+        taken = [r for r in self.waiting if self._key(r) == key][:room]
+        self.waiting = [r for r in self.waiting if all(r is not t for t in taken)]
+        return taken
+
+    async def _stream(self, batch: list, key: tuple) -> None:
+        loop = asyncio.get_running_loop()
+        futures, running = [r[2] for r in batch], [len(batch)]
+        self.batches.append(len(batch))
+
+        def join() -> list:  # in the decoding thread, between forwards
+            room = self.max_batch - running[0]
+            if room <= 0:
+                return []
+            taken = asyncio.run_coroutine_threadsafe(self._take(key, room), loop).result()
+            futures.extend(r[2] for r in taken)
+            running[0] += len(taken)
+            self.joined += len(taken)
+            return [r[0] for r in taken]
+
+        def done(index: int, sequence, nfe: int, decode_step) -> None:
+            running[0] -= 1
+            result = {"sequence": sequence, "nfe": nfe, "model_calls": nfe, "decode_step": decode_step,
+                      "batch_size": running[0] + 1}
+            loop.call_soon_threadsafe(futures[index].set_result, result)
+
+        try:
+            await asyncio.to_thread(decode_stream, self.model, torch.stack([r[0] for r in batch]), join=join,
+                                    done=done, **self._streamed(batch[0][1]))
+        except Exception as err:  # every unanswered caller gets the error, the actor keeps serving
+            for f in futures:
+                if not f.done():
+                    f.set_exception(err)
 
     def _run(self, batch: list) -> None:
         prompts, options = [r[0] for r in batch], batch[0][1]
@@ -100,14 +161,14 @@ class DecoderPool:
 
     def __init__(self, load_model: Callable[[], Callable], num_actors: int = 1, defaults: dict | None = None,
                  max_batch: int = 16, max_wait_s: float = 0.005, num_cpus: float = 1, num_gpus: float = 0,
-                 threads: int | None = 1):
+                 threads: int | None = 1, continuous: bool = False):
         if num_actors < 1:
             raise ValueError(f"num_actors: must be >= 1, got {num_actors}")
         if max_batch < 1:
             raise ValueError(f"max_batch: must be >= 1, got {max_batch}")
         actor = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_concurrency=max(1000, 4 * max_batch))
-        self.actors = [actor(DecoderActor).remote(load_model, defaults or {}, max_batch, max_wait_s, threads)
-                       for _ in range(num_actors)]
+        self.actors = [actor(DecoderActor).remote(load_model, defaults or {}, max_batch, max_wait_s, threads,
+                                                  continuous) for _ in range(num_actors)]
         self.sent = 0
 
     def submit(self, prompt_ids: torch.Tensor, **options) -> ray.ObjectRef:

@@ -44,3 +44,27 @@ def test_pool_results_equal_local_results(ray_local, tmp_path):
         alone = generate(load(), p[None], **DEFAULTS)
         assert torch.equal(r["sequence"], alone.sequences[0]) and r["nfe"] == int(alone.nfe[0])
     assert sum(mixed_sizes) == 6 and max(mixed_sizes) > 1
+
+
+@pytest.mark.ray
+def test_continuous_batching_lets_requests_join_a_running_batch(ray_local, tmp_path):
+    from raylab.diffusion.actors import DecoderPool
+    from raylab.diffusion.model import TinyMDLM
+
+    model = random_transformer(6).float()
+    model.save(tmp_path)
+    load = functools.partial(TinyMDLM.load, tmp_path, torch.float64)
+    prompts = torch.randint(0, MASK, (10, 3), generator=torch.Generator().manual_seed(1))
+    opts = {**DEFAULTS, "gen_length": 16}
+    pool = DecoderPool(load, num_actors=1, defaults=opts, max_batch=3, max_wait_s=0.05, num_cpus=0.5,
+                       continuous=True)
+    try:
+        results = ray.get([pool.submit(p) for p in prompts])  # 10 requests, at most 3 rows at a time
+        joined = ray.get(pool.actors[0].joined_count.remote())
+    finally:
+        pool.shutdown()
+    local = load()
+    for p, r in zip(prompts, results):
+        alone = generate(local, p[None], **opts)
+        assert torch.equal(r["sequence"], alone.sequences[0]) and r["nfe"] == int(alone.nfe[0])
+    assert joined > 0 and max(r["batch_size"] for r in results) <= 3
