@@ -64,6 +64,7 @@ class Config(RunConfig):
     gpus_per_actor: float = Field(0.0, ge=0)
     max_batch: int = Field(1, ge=1, description="largest batch an actor forms from waiting requests (1: one "
                                                 "sequence at a time, the paper's setting)")
+    continuous: bool = Field(False, description="actors batch continuously: requests join between forwards")
 
     @field_validator("checkpoint")
     @classmethod
@@ -192,7 +193,8 @@ def run(cfg: Config, ctx) -> dict:
     if not cfg.stop_on_eos_block:
         defaults.pop("eos_token_id", None)
     pool = DecoderPool(problems.load, num_actors=cfg.num_actors, defaults=defaults, max_batch=cfg.max_batch,
-                       num_cpus=ctx.actor_cpus(cfg.cpus_per_actor), num_gpus=cfg.gpus_per_actor)
+                       num_cpus=ctx.actor_cpus(cfg.cpus_per_actor), num_gpus=cfg.gpus_per_actor,
+                       continuous=cfg.continuous)
     try:
         evaluate(pool, problems.prompts[:2], "static")  # warm-up: actors started and the model loaded
         outputs = {m: evaluate(pool, problems.prompts, m) for m in METHODS}
