@@ -185,4 +185,5 @@ def plot(cfg: Config, ctx) -> None:
         plot_lines(ctx.path(f"{k}.png"), series[k], xlabel="round", ylabel=k, title=title, logy=k in LOG_SCALE)
     panels = [k for k in ("distance", "accuracy", "objective", "stationarity", "consensus") if k in shown][:4]
     plot_panels(ctx.path("overview.png"), {k: series[k] for k in panels}, xlabel="round", logy=LOG_SCALE,
-                suptitle=f"{cfg.model.name} on {cfg.data.kind}, {title}")
+                suptitle=f"{', '.join(_label(m) for m in cfg.methods)}: {cfg.model.name} model, {cfg.data.kind} "
+                         f"data, {title}")
