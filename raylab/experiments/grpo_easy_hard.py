@@ -133,6 +133,8 @@ def _row(cfg: Config, rows: dict[tuple, dict]) -> dict:
         for arm in cfg.arms:
             seeds = [rows[(subset, arm.name, s)] for s in range(cfg.seeds)]
             out[f"{subset}/{arm.name}/reward_mean"] = sum(r["reward_mean"] for r in seeds) / len(seeds)
+            if "accuracy_start" in seeds[0]:
+                out[f"{subset}/{arm.name}/accuracy_start"] = sum(r["accuracy_start"] for r in seeds) / len(seeds)
             if "accuracy" in seeds[0]:
                 mean, se = _mean_se([r["accuracy"] for r in seeds])
                 out[f"{subset}/{arm.name}/accuracy"] = mean
@@ -168,9 +170,8 @@ def summarize(cfg: Config, rows: list[dict]) -> dict:
             key = f"{subset}/{arm.name}/accuracy"
             summary[f"{subset}_{arm.name}_accuracy"] = last.get(key)
             summary[f"{subset}_{arm.name}_accuracy_se"] = last.get(f"{key}_se")
-        start = {a.name: next(r[f"{subset}/{a.name}/accuracy"] for r in rows if f"{subset}/{a.name}/accuracy" in r)
-                 for a in cfg.arms}
-        summary[f"{subset}_first_accuracy"] = sum(start.values()) / len(start)
+        start = [rows[0][f"{subset}/{a.name}/accuracy_start"] for a in cfg.arms]
+        summary[f"{subset}_start_accuracy"] = sum(start) / len(start)  # the same policy: equal in every arm
     diag = [r for r in rows if "diag_cos_mean" in r]
     if diag:
         summary.update(correlations(rows))
@@ -183,10 +184,12 @@ def plot(cfg: Config, ctx) -> None:
     rows = ctx.metrics()
     panels = {}
     for subset in cfg.subsets:
-        panels[f"{subset} questions"] = {
-            arm.name: ([r["step"] for r in rows if f"{subset}/{arm.name}/accuracy" in r],
-                       [r[f"{subset}/{arm.name}/accuracy"] for r in rows if f"{subset}/{arm.name}/accuracy" in r])
-            for arm in cfg.arms}
+        panels[f"{subset} questions"] = {}
+        for arm in cfg.arms:
+            key = f"{subset}/{arm.name}/accuracy"
+            start = [(0, rows[0][f"{key}_start"])] if rows and f"{key}_start" in rows[0] else []
+            points = start + [(r["step"], r[key]) for r in rows if key in r]
+            panels[f"{subset} questions"][arm.name] = ([p[0] for p in points], [p[1] for p in points])
     plot_panels(ctx.path("easy_hard_accuracy.png"), panels, xlabel="step",
                 suptitle=f"accuracy (mean pi*), mean of {cfg.seeds} seeds")
     diag = [r for r in rows if "diag_cos_quantiles" in r]
@@ -212,12 +215,12 @@ def plot(cfg: Config, ctx) -> None:
 
 def table(cfg: Config, rows: list[dict]) -> str:
     summary = summarize(cfg, rows)
-    lines = ["| subset | start | " + " | ".join(a.name for a in cfg.arms) + " |",
+    lines = ["| subset | step 0 | " + " | ".join(a.name for a in cfg.arms) + " |",
              "|---|---|" + "---|" * len(cfg.arms)]
     for subset in cfg.subsets:
         cells = [f"{summary[f'{subset}_{a.name}_accuracy']:.3f} ± {summary[f'{subset}_{a.name}_accuracy_se']:.3f}"
                  for a in cfg.arms]
-        lines.append(f"| {subset} | {summary[f'{subset}_first_accuracy']:.3f} | " + " | ".join(cells) + " |")
+        lines.append(f"| {subset} | {summary[f'{subset}_start_accuracy']:.3f} | " + " | ".join(cells) + " |")
     text = f"Final accuracy (mean pi*) after {rows[-1]['step']} steps, mean ± standard error over {cfg.seeds} seeds\n\n"
     text += "\n".join(lines) + "\n"
     if "pearson_same" in summary:

@@ -92,8 +92,10 @@ class StudyRun:
 
     def advance(self, start: int, steps: int, evaluate_every: int = 1, diagnose_every: int = 0) -> list[dict]:
         """Steps start..start+steps-1; row j holds step start+j+1's training statistics, `accuracy` after it
-        on evaluation steps, and the diagnostics on diagnostic steps."""
+        on evaluation steps, and the diagnostics on diagnostic steps; the first row of a run also holds
+        `accuracy_start`, the accuracy before any update."""
         rows = []
+        initial = self.accuracy() if start == 0 and evaluate_every else None
         for step in range(start, start + steps):
             before = diagnostics.flat_parameters(self.learner.model) if diagnose_every else None
             row = self._train(step)
@@ -103,6 +105,8 @@ class StudyRun:
             if diagnose_every and done % diagnose_every == 0:
                 row.update(self.diagnose(diagnostics.flat_parameters(self.learner.model) - before))
             rows.append(row)
+        if initial is not None and rows:
+            rows[0]["accuracy_start"] = initial  # before any update
         return rows
 
     def _train(self, step: int) -> dict:
