@@ -37,8 +37,11 @@ def cluster():
     from ray.cluster_utils import Cluster
 
     temp = tempfile.mkdtemp(prefix="rl", dir="/tmp")
-    previous = os.environ.get("RAY_TMPDIR")
+    keys = ("RAY_TMPDIR", "RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT")
+    previous = {key: os.environ.get(key) for key in keys}
     os.environ["RAY_TMPDIR"] = temp
+    # the dashboard's modules get 30 s to start by default, too little on a loaded 2-core machine
+    os.environ["RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT"] = "180"
     dashboard = free_port()
     c = Cluster(initialize_head=True, connect=False,
                 head_node_args={"num_cpus": 1, "include_dashboard": True, "dashboard_host": "127.0.0.1",
@@ -47,10 +50,11 @@ def cluster():
     c.dashboard_url = f"http://127.0.0.1:{dashboard}"
     yield c
     c.shutdown()
-    if previous is None:
-        os.environ.pop("RAY_TMPDIR")
-    else:
-        os.environ["RAY_TMPDIR"] = previous
+    for key, value in previous.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def raylab(*args, cwd, timeout=300):
@@ -129,12 +133,13 @@ def test_federated_run_on_two_nodes_equals_a_local_run(cluster, ray_local, tmp_p
 def test_ray_job_submit_runs_raylab_on_the_cluster(cluster, tmp_path):
     path = toy_yaml(tmp_path, output_dir=str(tmp_path / "job"))
     ray_cli = Path(sys.executable).with_name("ray")
-    for _ in range(12):  # the head's job agent comes up some seconds after the cluster does
+    deadline = time.monotonic() + 300
+    while True:  # the head's job agent comes up after the cluster does (minutes on a loaded 2-core machine)
         proc = subprocess.run([str(ray_cli), "job", "submit", "--address", cluster.dashboard_url, "--",
                                sys.executable, "-m", "raylab.cli", "run", str(path)],
                               capture_output=True, text=True, timeout=300, cwd=tmp_path,
                               env={**os.environ, "RAY_ADDRESS": ""})
-        if "No available agent" not in proc.stderr + proc.stdout:
+        if "No available agent" not in proc.stderr + proc.stdout or time.monotonic() > deadline:
             break
         time.sleep(5)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
