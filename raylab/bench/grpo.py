@@ -1,27 +1,35 @@
-"""Benchmark `grpo`: seconds per GRPO step of raylab vs TRL's GRPOTrainer, and rollout tokens/s of the hf and
-vllm backends side by side, all measured in this run on the same model.
+"""Benchmark `grpo`: seconds per GRPO step of raylab vs TRL's GRPOTrainer, and rollout tokens/s of the hf, torch
+and vllm backends side by side, all measured in this run on the same model.
 
     raylab bench grpo                                  # 4 prompts x 8 completions of <= 32 tokens, 2 x 6 steps each
     raylab bench grpo --steps 10 --backends hf,torch   # skip the vLLM throughput
-    raylab bench grpo --skip-trl                       # raylab and rollout throughput only
+    raylab bench grpo --gradient-checkpointing         # checkpointing on both sides
+    raylab bench grpo --skip-trl --address auto        # raylab and rollout throughput only, on a cluster
 
 The model is a random Llama of about 3.6M parameters with the character tokenizer (hidden 256, 6 layers),
 saved to a temporary folder and loaded by both sides. Same work on both sides: temperature 1, no KL (TRL's
-default beta=0), one update per batch, the same reward, the same end-of-sequence token. raylab's step is timed
-twice, with the `hf` rollout backend (transformers `generate`, what TRL uses) and with the `torch` backend
-(raylab's own KV-cached sampler, the same distribution), so the table separates what the decoder buys from what
-the layout buys. Layout: `--workers` rollout actors share the CPUs, one torch thread each, and the learner actor
-uses every CPU in its turn (`--learner-threads`), since the step's phases never overlap; TRL's process gets
-all CPUs as torch threads. The sides take turns for `--rounds` rounds (TRL, raylab hf, raylab torch, TRL, ...),
-each a fresh trainer whose first step is a warm-up, not timed; the figure is the median over all timed steps.
+default beta=0), one update per batch, the same reward, the same end-of-sequence token, and the same gradient
+checkpointing setting (off unless `--gradient-checkpointing`; TRL's own default is on). Same threads: TRL's
+process has `--cpus` torch threads; raylab's `--workers` rollout actors share `--cpus` threads in the rollout
+phase and the learner actor has `--cpus` threads in its phase (the phases never overlap), and the actors' idle
+OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE) rather than spin into the other phase. raylab's step is timed
+with the `hf` rollout backend (transformers `generate`, what TRL uses) and with the `torch` backend (raylab's own
+KV-cached sampler, the same distribution), so the table separates what the decoder buys from what the layout
+buys. The sides take turns for `--rounds` rounds (TRL, raylab hf, raylab torch, TRL, ...), each a fresh trainer
+whose first step is a warm-up, not timed; the figure is the median over all timed steps. Each side's settings
+are printed; the run directory (runs/bench-grpo-<time>/) holds settings.json (with the machine and its load
+average), results.json and results.md.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from raylab.bench.common import add_bench_args, bench_run, finish, markdown_table
 
 PROMPTS = [f"{a}+{b}=" for a, b in ((12, 34), (5, 67), (89, 1), (23, 45), (60, 7), (31, 13), (8, 80), (44, 2))]
 
@@ -64,7 +72,7 @@ def time_trl(model_dir: str, args) -> list[float]:
     config = GRPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=args.prompts * args.k,
                         num_generations=args.k, max_completion_length=args.max_new_tokens, learning_rate=1e-4,
                         max_steps=args.steps + 1, use_cpu=args.device == "cpu", bf16=args.device == "cuda",
-                        report_to="none", save_strategy="no",
+                        report_to="none", save_strategy="no", gradient_checkpointing=args.gradient_checkpointing,
                         logging_steps=1000, beta=0.0, temperature=1.0, seed=0, dataloader_num_workers=0)
     trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir), reward_funcs=digit_reward,
                           args=config, train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
@@ -85,15 +93,32 @@ def time_raylab(model_dir: str, backend: str, args) -> list[dict]:
                                 "cpus_per_worker": max(args.cpus - 1, 1) / args.workers,
                                 "gpus_per_worker": gpu_share, "num_generations": args.k,
                                 "max_new_tokens": args.max_new_tokens,
-                                "threads": max(1, args.cpus // args.workers)},
+                                "threads": rollout_threads(args)},
                     "learner": {"lr": 1e-4, "cpus": 1, "gpus": gpu_share, "micro_batch_size": args.prompts * args.k,
-                                "threads": args.learner_threads or args.cpus}})
+                                "threads": args.learner_threads or args.cpus,
+                                "gradient_checkpointing": args.gradient_checkpointing}})
     examples = [{"prompt": p, "answer": ""} for p in PROMPTS]
     trainer = GRPOTrainer(cfg, examples, examples, digit_reward)
     try:
         return [trainer.step(step) for step in range(args.steps + 1)][1:]
     finally:
         trainer.shutdown()
+
+
+def rollout_threads(args) -> int:
+    return max(1, args.cpus // args.workers)
+
+
+def side_settings(args) -> dict:
+    """What each side runs with, printed and stored in settings.json."""
+    same = {"model": f"random Llama {args.model_size}, char tokenizer", "prompts": args.prompts, "k": args.k,
+            "max_new_tokens": args.max_new_tokens, "temperature": 1.0, "kl": 0.0, "updates_per_batch": 1,
+            "gradient_checkpointing": args.gradient_checkpointing, "device": args.device}
+    return {"trl": {**same, "torch_threads": args.cpus, "processes": 1},
+            "raylab": {**same, "rollout_workers": args.workers, "threads_per_rollout_worker": rollout_threads(args),
+                       "learner_threads": args.learner_threads or args.cpus, "omp_wait_policy": "PASSIVE",
+                       "step_backends": args.step_backends},
+            "rounds": args.rounds, "timed_steps_per_round": args.steps}
 
 
 def rollout_throughput(model_dir: str, backend: str, args) -> float:
@@ -135,57 +160,52 @@ def main(argv: list[str]) -> int:
     p.add_argument("--skip-trl", action="store_true")
     p.add_argument("--model-size", choices=sorted(MODEL_SIZES), default="3.6m")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray instance and of TRL's torch")
+    p.add_argument("--cpus", type=int, default=2, help="total threads of each side: TRL's torch threads; raylab's "
+                   "rollout workers share them in the rollout phase and the learner has them in its phase")
     p.add_argument("--learner-threads", type=int, default=None,
                    help="torch threads of raylab's learner actor (default: --cpus; the phases never overlap)")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="gradient checkpointing on both sides (default: off on both)")
+    add_bench_args(p)
     args = p.parse_args(argv)
-    import os
-
-    import ray
-
     # Ray starts its workers at nice 15; on a shared machine that starves raylab's actors against the baseline,
     # which runs at the default priority. Same priority for both (no effect on an idle machine).
     os.environ.setdefault("RAY_worker_niceness", "0")
-    with tempfile.TemporaryDirectory() as tmp:
+    settings = side_settings(args)
+    for side in ("trl", "raylab"):
+        print(f"{side} settings: " + ", ".join(f"{k}={v}" for k, v in settings[side].items()))
+    with tempfile.TemporaryDirectory() as tmp, bench_run("grpo", args, settings, ray_cpus=args.cpus) as ctx:
         model_dir = make_model(Path(tmp) / "model", args.model_size)
         print(f"device: {args.device}; model: random Llama {_params(model_dir) / 1e6:.1f}M params, char tokenizer; "
-              f"{args.prompts} prompts x {args.k} completions of {args.max_new_tokens} tokens")
+              f"{args.prompts} prompts x {args.k} completions of {args.max_new_tokens} tokens; load average "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         backends = [b for b in args.step_backends.split(",") if b]
         trl_steps, raylab_steps = [], {b: [] for b in backends}
-        own_ray = not ray.is_initialized()  # a caller's instance (a test session) is used as it is
-        if own_ray:
-            ray.init(num_cpus=args.cpus, num_gpus=1 if args.device == "cuda" else 0, include_dashboard=False,
-                     log_to_driver=False)
-        try:
-            # the sides take turns, so a burst of load from elsewhere on the machine hits every side alike
-            for _ in range(args.rounds):
-                if not args.skip_trl:
-                    trl_steps += time_trl(model_dir, args)
-                for backend in backends:
-                    raylab_steps[backend] += time_raylab(model_dir, backend, args)
-        finally:
-            if own_ray:
-                ray.shutdown()
+        # the sides take turns, so a burst of load from elsewhere on the machine hits every side alike
+        for _ in range(args.rounds):
+            if not args.skip_trl:
+                trl_steps += time_trl(model_dir, args)
+            for backend in backends:
+                raylab_steps[backend] += time_raylab(model_dir, backend, args)
         trl_s = statistics.median(trl_steps) if trl_steps else None
+        rows, results = [], {"trl_step_s": trl_s, "trl_steps": trl_steps}
         if trl_s:
-            print(f"TRL GRPOTrainer (hf generate):          {trl_s:.3f} s/step (median of {len(trl_steps)})")
+            rows.append(["TRL GRPOTrainer (hf generate)", trl_s, "", "", "", 1.0])
         for backend, steps in raylab_steps.items():
             phase = {key: statistics.median(m[key] for m in steps) for key in ("step_s", "rollout_s", "learner_s",
                                                                                 "sync_s")}
-            ratio = f"   {phase['step_s'] / trl_s:.2f}x TRL" if trl_s else ""
-            print(f"raylab ({backend:5s} rollouts, {args.workers} workers): {phase['step_s']:.3f} s/step (median of "
-                  f"{len(steps)}){ratio}\n    phases (medians): rollout {phase['rollout_s']:.3f} s, learner "
-                  f"{phase['learner_s']:.3f} s, weight sync {phase['sync_s']:.3f} s")
-        if trl_s:
-            print(f"target: <= {0.8 if args.device == 'cpu' else 0.5}x TRL's step time")
-        print(f"rollout throughput, {args.rollout_prompts} prompts x {args.k} x {args.max_new_tokens} tokens, "
-              "one process:")
+            results[f"raylab_{backend}"] = phase
+            rows.append([f"raylab ({backend} rollouts, {args.workers} workers)", phase["step_s"], phase["rollout_s"],
+                         phase["learner_s"], phase["sync_s"], phase["step_s"] / trl_s if trl_s else ""])
         rates = {b: rollout_throughput(model_dir, b, args) for b in args.backends.split(",") if b}
-        for backend, rate in rates.items():
-            print(f"  {backend:5s} {rate:9.1f} tokens/s")
-        for backend in ("torch", "vllm"):
-            if "hf" in rates and backend in rates:
-                print(f"  {backend} / hf: {rates[backend] / rates['hf']:.2f}x")
+        results["rollout_tokens_per_s"] = rates
+        table = markdown_table(["side", "s/step (median)", "rollout s", "learner s", "sync s", "x TRL"], rows)
+        table += (f"\n\ntarget: <= {0.8 if args.device == 'cpu' else 0.5}x TRL's step time; load average at the "
+                  f"start {os.getloadavg()[0]:.1f}\n\nrollout throughput, {args.rollout_prompts} prompts x {args.k} x "
+                  f"{args.max_new_tokens} tokens, one process:\n\n")
+        table += markdown_table(["backend", "tokens/s", "x hf"],
+                                [[b, r, r / rates["hf"] if "hf" in rates else ""] for b, r in rates.items()])
+        finish(ctx, results, table)
     return 0
 
 
