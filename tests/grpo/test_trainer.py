@@ -80,9 +80,9 @@ def test_resume_continues_identically(ray_local, tiny_model_dir, tmp_path):
     ({"algorithm.loss_agg_mode": "mean"}, "algorithm.loss_agg_mode"),
     ({"learner.optimizer": "adam"}, "learner.optimizer: Input should be 'adamw' or 'sgd'"),
     ({"learner.schedule": "exp"}, "learner.schedule: Input should be 'constant', 'linear' or 'cosine'"),
-    ({"learner.lr": -1.0}, "learner: lr: must be a finite number > 0"),
+    ({"learner.lr": -1.0}, "learner.lr: must be a finite number > 0"),
     ({"learner.schedule": "cosine", "learner.warmup_steps": 10}, "learner.warmup_steps: must be < steps"),
-    ({"learner.lora.rank": -2}, "learner.lora: rank: must be >= 0"),
+    ({"learner.lora.rank": -2}, "learner.lora.rank: must be >= 0"),
     ({"learner.bogus": 1}, "learner.bogus"),
     ({"algorithm.clip_ratio_c": 0.5}, "algorithm.clip_ratio_c"),
 ])
@@ -97,7 +97,7 @@ SAMPLE = "tests/data/gsm8k_sample.jsonl"
 
 @pytest.mark.parametrize("split, message", [
     ({"easy_max": 20, "hard_min": 30}, "data.split: the rule leaves the hard subset of .* empty"),
-    ({"easy_max": 4, "hard_min": 3}, "data.split: easy_max: must be < hard_min"),
+    ({"easy_max": 4, "hard_min": 3}, "data.split.easy_max: must be < hard_min"),
     ({"measure": "tokens", "easy_max": 1, "hard_min": 2, "tokenizer": "./no/tokenizer"},
      "data.split.tokenizer: no such local model directory"),
 ])
