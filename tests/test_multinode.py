@@ -45,7 +45,9 @@ def cluster():
     dashboard = free_port()
     c = Cluster(initialize_head=True, connect=False,
                 head_node_args={"num_cpus": 1, "include_dashboard": True, "dashboard_host": "127.0.0.1",
-                                "dashboard_port": dashboard})
+                                "dashboard_port": dashboard,
+                                # the job agent's default port (52365) may be held by another Ray on the machine
+                                "dashboard_agent_listen_port": free_port()})
     c.add_node(num_cpus=1)
     c.dashboard_url = f"http://127.0.0.1:{dashboard}"
     yield c
@@ -133,8 +135,8 @@ def test_federated_run_on_two_nodes_equals_a_local_run(cluster, ray_local, tmp_p
 def test_ray_job_submit_runs_raylab_on_the_cluster(cluster, tmp_path):
     path = toy_yaml(tmp_path, output_dir=str(tmp_path / "job"))
     ray_cli = Path(sys.executable).with_name("ray")
-    deadline = time.monotonic() + 300
-    while True:  # the head's job agent comes up after the cluster does (minutes on a loaded 2-core machine)
+    deadline = time.monotonic() + 60
+    while True:  # the head's job agent comes up after the cluster does (seconds)
         proc = subprocess.run([str(ray_cli), "job", "submit", "--address", cluster.dashboard_url, "--",
                                sys.executable, "-m", "raylab.cli", "run", str(path)],
                               capture_output=True, text=True, timeout=300, cwd=tmp_path,
