@@ -17,7 +17,6 @@ from raylab.grpo.learner import Learner
 from raylab.grpo.optim import LearnerConfig
 from raylab.grpo.rollout import SamplingConfig, make_rollout, pack_weights
 
-
 # Idle OpenMP threads sleep instead of spinning: the rollout workers and the learner take turns on the same cores,
 # and a phase's threads spinning on after it ended would fight the next phase's (and anything else on the machine)
 ACTOR_ENV = {"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}}

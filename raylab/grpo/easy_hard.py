@@ -121,7 +121,8 @@ class StudyRun:
                                         advantages.tolist(), [c.logprobs for c in completions])
         self.rollout.load_weights(pack_weights(self.learner.export_weights()))
         return {"reward_mean": rewards.mean().item(), "frac_zero_std": (rewards.std(dim=1) == 0).float().mean().item(),
-                "grad_norm": stats["grad_norm"], "entropy": stats["entropy"], "logprob_gap_max": stats["logprob_gap_max"]}
+                "grad_norm": stats["grad_norm"], "entropy": stats["entropy"],
+                "logprob_gap_max": stats["logprob_gap_max"]}
 
     def diagnose(self, update: torch.Tensor) -> dict:
         """The seed's diagnostics at the current weights, on `diagnostic_questions` of the questions: each

@@ -45,7 +45,7 @@ class Learner:
                  clip_ratio_high: float = 0.2, clip_ratio_c: float | None = None, kl_coef: float = 0.0,
                  kl_loss_type: str = "k3", kl_in_reward: bool = False, loss_agg_mode: str = "token-mean",
                  is_cap: float | None = None, max_new_tokens: int | None = None, temperature: float = 1.0,
-                 pad_token_id: int = 0,                 total_steps: int | None = None, seed: int = 0, device: str | None = None):
+                 pad_token_id: int = 0, total_steps: int | None = None, seed: int = 0, device: str | None = None):
         cfg = self.config = config or LearnerConfig()
         torch.manual_seed(seed)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -143,7 +143,7 @@ def warm_up(model, tokenizer, examples: list[dict], steps: int, lr: float = 3e-3
             labels.append([-100] * len(p) + a)
         width = max(map(len, rows))
         ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
-        lab = torch.tensor([l + [-100] * (width - len(l)) for l in labels])
+        lab = torch.tensor([row + [-100] * (width - len(row)) for row in labels])
         loss = model(input_ids=ids, attention_mask=(ids != pad).long(), labels=lab).loss
         opt.zero_grad()
         loss.backward()

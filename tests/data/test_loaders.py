@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from raylab.data.gsm8k import load_gsm8k, parse_solution
-from raylab.data.split import SplitRule, solution_steps
 from raylab.data.math500 import load_math500
+from raylab.data.split import SplitRule, solution_steps
 
 SAMPLE = Path(__file__).parent / "gsm8k_sample.jsonl"
 MATH_RECORDS = [

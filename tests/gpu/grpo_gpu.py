@@ -44,6 +44,7 @@ def check_actor_sync(model_dir: str) -> str:
     import ray
 
     from raylab.grpo.actors import build_learner, build_rollout_workers
+    from raylab.grpo.optim import LearnerConfig
     from raylab.grpo.rollout import SamplingConfig
 
     ray.init(num_gpus=1, include_dashboard=False)

@@ -5,8 +5,7 @@ import math
 import pytest
 import torch
 
-from raylab.grpo.bandit import (LogLinearBandit, exact_direction, make_instance, reward_variance, sampled_direction,
-                                step)
+from raylab.grpo.bandit import LogLinearBandit, exact_direction, make_instance, reward_variance, sampled_direction, step
 
 
 @pytest.fixture(autouse=True)

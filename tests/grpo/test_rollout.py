@@ -1,6 +1,6 @@
 """Rollout workers and the learner as Ray actors: after a weight sync, the rollout backend's log-probs of a fixed
-completion equal the learner's (hf and torch with full fine-tuning; vLLM with LoRA merged), and a NaN loss in the learner
-actor reaches the driver as one line. One vLLM engine for the whole module (it takes ~20 s or more to start)."""
+completion equal the learner's (hf and torch with full fine-tuning; vLLM with LoRA merged), and a NaN loss in the
+learner actor reaches the driver as one line. One vLLM engine for the whole module (it takes ~20 s or more to start)."""
 import pytest
 import ray
 

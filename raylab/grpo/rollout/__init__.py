@@ -13,8 +13,14 @@ log-prob of every generated token, take weights as `pack_weights` output (numpy 
 names), and score a fixed completion with `score`, which is how the weight-sync tests compare them with the
 learner. The backends import `common` (a leaf); only this registry imports the backends, each when asked for.
 """
-from raylab.grpo.rollout.common import (Completion, RolloutBackend, SamplingConfig, pack_weights, packed_bytes,
-                                        unpack_weights)
+from raylab.grpo.rollout.common import (
+    Completion,
+    RolloutBackend,
+    SamplingConfig,
+    pack_weights,
+    packed_bytes,
+    unpack_weights,
+)
 
 BACKENDS = ("hf", "torch", "vllm")
 
