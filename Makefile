@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(VENV)/bin/raylab run experiments/federated_alm.yaml
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check raylab tests
 	$(VENV)/bin/pytest -q -m "not gpu"
 
 # ruff (pyproject.toml [tool.ruff]: pyflakes, import order, pycodestyle at line length 120)
