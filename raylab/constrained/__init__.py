@@ -30,8 +30,6 @@ from raylab.constrained.sets import Box, Free, NonNegative, Polyhedron, Simplex
 from raylab.constrained.solve import COUNTS, NonFiniteIterate, Result, make_optimizer, solve
 from raylab.constrained.stationarity import StationarityMeter, kkt_residual
 
-Problem = ConstrainedProblem  # transitional: tests/federated/test_constrained_equivalence.py still imports it
-
 __all__ = ["COUNTS", "METHODS", "SGDA", "SSLALM", "Box", "ConstrainedProblem", "Free", "NonFiniteIterate",
            "NonNegative", "Optimizer", "Penalty", "Polyhedron", "ProxALM", "Result", "Simplex", "StationarityMeter",
            "StormALM", "fair_logistic", "fit_exponent", "hs35", "hs44", "kkt_residual", "make_optimizer",
