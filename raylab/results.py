@@ -310,23 +310,27 @@ def _scalars(row: dict, prefix: str = ""):
             yield f"{prefix}{key}", value
 
 
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The rows of metrics.jsonl; a line that is not a JSON object is a one-line ValueError naming the file."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The JSON objects of a JSON-lines file, blank lines skipped; a line that is not a JSON object is a one-line
+    ValueError naming the file and line (`path:3: not valid JSON (...)`). Used for metrics and for datasets."""
     rows = []
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+    for number, line in enumerate(Path(path).read_text(errors="replace").splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: line {number} is not valid JSON ({err.msg}); the file is corrupt") from None
+            raise ValueError(f"{path}:{number}: not valid JSON ({err.msg}); the file is corrupt") from None
         if not isinstance(row, dict):
-            raise ValueError(f"{path}: line {number} is not a JSON object; the file is corrupt")
+            raise ValueError(f"{path}:{number}: not a JSON object; the file is corrupt")
         rows.append(row)
     return rows
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The rows of a run's metrics.jsonl ([] before the first row is written)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    return read_jsonl(path) if path.exists() else []
 
 
 def write_config(run_dir: Path, config: dict) -> None:

@@ -8,8 +8,9 @@ A source that looks like a path but does not exist is a FileNotFoundError, not a
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from raylab.results import read_jsonl
 
 DATASET_FILE_TYPES = {".parquet": "parquet", ".json": "json", ".csv": "csv"}
 TEMPLATES = {
@@ -23,7 +24,7 @@ def read_records(source: str | Path, split: str = "train", config: str | None = 
     """The records (dicts) of `source`; `split` and `config` apply to directories and hub ids."""
     path = Path(source).expanduser()
     if path.is_file() and path.suffix == ".jsonl":
-        return _read_jsonl(path)
+        return read_jsonl(path)
     if path.exists():
         from datasets import load_dataset
 
@@ -40,22 +41,6 @@ def read_records(source: str | Path, split: str = "train", config: str | None = 
 
 def _looks_like_path(source: str) -> bool:
     return source.startswith(("/", ".", "~")) or Path(source).suffix in (".jsonl", *DATASET_FILE_TYPES)
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    records = []
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object per line")
-            records.append(record)
-    return records
 
 
 def _load_hub(name: str, split: str, config: str | None) -> list[dict]:
