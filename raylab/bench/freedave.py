@@ -8,12 +8,13 @@ Models (`--model`, comma-separated): `tiny` is the committed tiny MDLM (assets/t
 its task; `llada`, `dream`, `sdar` are tiny random native models of each architecture (random prompts; a random
 model's confidences are flat, so few drafts verify: this measures what FreeDave costs when it gains little); a
 path loads a checkpoint natively (`raylab.diffusion.load_diffusion_lm`) with random prompts from its vocabulary.
-Methods: `static`; `freedave` with a fixed k (`--draft-steps`); `freedave_adaptive`, drafts adapted per row under
-a per-call token budget of `--budget-rows` rows (never fewer than the batch), falling back to static decoding
-when its rounds, as timed, fix tokens more slowly than static's calls would (`static_fallback`); for
-full-attention models also `freedave_dual_cache`, FreeDave over the approximate dual cache (lossy: its
+Methods: `static`; `freedave` with a fixed k (`--draft-steps`); `freedave_cost`, the drafts per row of each round
+picked by `raylab.diffusion.drafts.CostAwareDrafts` from measured call times and acceptance (one policy per model
+and batch size, learning through the warm-up and the passes; when one draft is best it decodes by the static
+code path); for full-attention models also `freedave_dual_cache`, FreeDave over the approximate dual cache (lossy: its
 exact-match column is its agreement with static decoding). For each: tokens/NFE, tokens/s
-(median over `--repeats` passes, methods interleaved so that a shared machine's load hits them alike) and exact
+(median over `--repeats` passes after one warm-up pass of each method on max(8, 2 x batch) prompts, methods
+interleaved so that a shared machine's load hits them alike; the spread, min and max, is kept too) and exact
 match vs static; the metrics are `raylab.diffusion.metrics`'. Writes a run directory (settings.json with the
 machine's load average, results.json, results.md).
 """
@@ -28,9 +29,10 @@ import torch
 
 from raylab.bench.common import add_bench_args, bench_run, finish, markdown_table
 from raylab.diffusion import generate
+from raylab.diffusion.drafts import CostAwareDrafts
 from raylab.diffusion.metrics import decode_metrics, versus_static
 
-METHODS = ("static", "freedave", "freedave_adaptive", "freedave_dual_cache")
+METHODS = ("static", "freedave", "freedave_cost", "freedave_dual_cache")
 ARCHS = ("llada", "dream", "sdar")
 
 
@@ -77,22 +79,21 @@ def decode_all(model, prompts: torch.Tensor, batch: int, **kw) -> tuple[torch.Te
     return torch.cat(seqs), torch.cat(nfe), time.perf_counter() - start
 
 
-def method_options(method: str, batch: int, row_tokens: int, args) -> dict:
+def method_options(method: str, args) -> dict:
     if method == "static":
         return dict(method="static")
     if method == "freedave":
         return dict(method="freedave", draft_steps=args.draft_steps)
     if method == "freedave_dual_cache":
         return dict(method="freedave", draft_steps=args.draft_steps, dual_cache=True)
-    return dict(method="freedave", draft_steps=args.draft_steps, adaptive_drafts=True, static_fallback=True,
-                token_budget=max(batch, args.budget_rows) * row_tokens)
+    return dict(method="freedave", draft_steps=args.draft_steps, draft_policy=CostAwareDrafts(args.draft_steps))
 
 
 def measure(model, prompts, opts: dict, batch: int, args) -> dict:
-    row_tokens = prompts.shape[1] + opts["gen_length"] + opts["block_length"]  # an upper bound with padding
     methods = [m for m in METHODS if m != "freedave_dual_cache" or opts.get("attention", "full") == "full"]
-    per = {m: method_options(m, batch, row_tokens, args) for m in methods}
-    decode_all(model, prompts[: 2 * batch], batch, **opts, **per["static"])  # warm-up
+    per = {m: method_options(m, args) for m in methods}
+    for m in methods:  # warm-up (the cost-aware policy measures its first call sizes here)
+        decode_all(model, prompts[: max(8, 2 * batch)], batch, **opts, **per[m])
     seconds, outputs = {m: [] for m in methods}, {}
     for _ in range(args.repeats):
         for m in methods:
@@ -103,8 +104,11 @@ def measure(model, prompts, opts: dict, batch: int, args) -> dict:
     rows = {m: decode_metrics(outputs[m][0], outputs[m][1], statistics.median(seconds[m]), prompts.shape[1],
                               static_sequences=static) for m in methods}
     ratios = versus_static(rows)
+    pass_ratios = {m: [s / t for s, t in zip(seconds["static"], seconds[m])] for m in methods}  # per pass
     return {m: {**rows[m], "tokens_per_nfe_vs_static": ratios[m]["tokens_per_nfe"],
-                "tokens_per_s_vs_static": ratios[m]["tokens_per_s"]} for m in methods}
+                "tokens_per_s_vs_static": ratios[m]["tokens_per_s"],
+                "tokens_per_s_vs_static_min": min(pass_ratios[m]), "tokens_per_s_vs_static_max": max(pass_ratios[m]),
+                "seconds": seconds[m]} for m in methods}
 
 
 def main(argv: list[str]) -> int:
@@ -115,7 +119,6 @@ def main(argv: list[str]) -> int:
     p.add_argument("--samples", type=int, default=64)
     p.add_argument("--gen-length", type=int, default=16, help="answer length for the native models")
     p.add_argument("--draft-steps", type=int, default=8)
-    p.add_argument("--budget-rows", type=int, default=8, help="freedave_adaptive: rows a call may feed")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -137,10 +140,12 @@ def main(argv: list[str]) -> int:
                 results[f"{spec}/batch{batch}"] = {"model": label, "batch": batch, "options": opts, **rows}
                 for m, r in rows.items():
                     table_rows.append([label, batch, m, r["tokens_per_nfe"], r["tokens_per_s"],
-                                       f"{r['tokens_per_s_vs_static']:.2f}x", f"{100 * r['exact_match']:.1f}%"])
+                                       f"{r['tokens_per_s_vs_static']:.2f}x",
+                                       f"{r['tokens_per_s_vs_static_min']:.2f}-{r['tokens_per_s_vs_static_max']:.2f}x",
+                                       f"{100 * r['exact_match']:.1f}%"])
                 print(f"{label} batch {batch}: " + ", ".join(
                     f"{m} {r['tokens_per_s_vs_static']:.2f}x" for m, r in rows.items()), flush=True)
         table = markdown_table(["model", "batch", "method", "tokens/NFE", "tokens/s", "tokens/s vs static",
-                                "exact match vs static"], table_rows)
+                                "per-pass range", "exact match vs static"], table_rows)
         finish(ctx, results, table)
     return 0

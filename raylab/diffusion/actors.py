@@ -28,7 +28,7 @@ import torch
 
 from raylab.diffusion.decoding import decode_stream, generate
 
-NOT_STREAMED = {"use_cache": False, "dual_cache": False, "static_fallback": False, "block_layout": "answer",
+NOT_STREAMED = {"use_cache": False, "dual_cache": False, "draft_policy": None, "block_layout": "answer",
                 "prompt_lengths": None}  # options decode_stream does not take, with the values it behaves as
 
 

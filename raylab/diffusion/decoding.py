@@ -28,8 +28,9 @@ Options that match how the models are officially run (defaults in brackets):
   (the rest of its answer becomes EOS, at no forward).
 - `adaptive_drafts` [False], `token_budget` [None]: FreeDave's drafts per row follow its recent acceptance, and a
   verification call feeds at most `token_budget` tokens (never fewer rows than sequences).
-- `static_fallback` [False]: FreeDave hands the remaining rows to static decoding when its rounds, as timed,
-  fix tokens more slowly than static's one-token-per-sequence calls would (same output; timing-dependent NFE).
+- `draft_policy` [None]: a `raylab.diffusion.drafts.CostAwareDrafts` picks the drafts per row of each round
+  from measured call times and acceptance, so that the round maximises accepted tokens per second; when one
+  draft is best the call finishes by the static code path (same output; NFE depends on timing).
 - `dual_cache` [False]: the approximate (lossy) dual cache for full attention (`raylab.diffusion.cache`).
 - NFE both ways: `nfe` counts decoding forwards per sequence, `model_calls` every model pass over it (also
   the prefix cache's prefill); `forward_calls` counts batched calls.
@@ -54,6 +55,7 @@ import torch
 
 from raylab.diffusion.blocks import block_causal_mask, padded_gen_length, position_blocks
 from raylab.diffusion.cache import CachedForward, DualCacheForward
+from raylab.diffusion.drafts import CostAwareDrafts
 
 Method = Literal["static", "parallel", "freedave"]
 
@@ -204,7 +206,7 @@ def generate(model: Callable, prompt_ids: torch.Tensor, *, method: Method = "fre
              eager_drafts: bool = False, eos_token_id: int | None = None, stop_on_eos_block: bool = False,
              adaptive_drafts: bool = False, token_budget: int | None = None,
              prompt_lengths: torch.Tensor | None = None, dual_cache: bool = False,
-             static_fallback: bool = False) -> DecodeResult:
+             draft_policy: CostAwareDrafts | None = None) -> DecodeResult:
     """Decodes `gen_length` tokens after each prompt in the batch (see the module docstring)."""
     if prompt_ids.ndim == 1:
         prompt_ids = prompt_ids[None]
@@ -216,6 +218,8 @@ def generate(model: Callable, prompt_ids: torch.Tensor, *, method: Method = "fre
                  block_layout=block_layout, eos_token_id=eos_token_id, stop_on_eos_block=stop_on_eos_block)
     if token_budget is not None and token_budget < 1:
         raise ValueError(f"token_budget: must be >= 1, got {token_budget}")
+    if draft_policy is not None and (adaptive_drafts or token_budget is not None):
+        raise ValueError("draft_policy: picks the drafts itself (not with adaptive_drafts or token_budget)")
     B, P = prompt_ids.shape
     if prompt_lengths is not None:
         prompt_lengths = torch.as_tensor(prompt_lengths, device=prompt_ids.device)
@@ -243,7 +247,7 @@ def generate(model: Callable, prompt_ids: torch.Tensor, *, method: Method = "fre
                    eos_token_id if stop_on_eos_block else None)
     with torch.no_grad():
         if method == "freedave":
-            _freedave(state, draft_steps, eager_drafts, adaptive_drafts, token_budget, static_fallback)
+            _freedave(state, draft_steps, eager_drafts, adaptive_drafts, token_budget, draft_policy)
         else:
             _one_forward_per_step(state, threshold if method == "parallel" else None)
     return DecodeResult(torch.cat([prompt_ids, state.answer], dim=1), state.nfe, state.step, forward.calls,
@@ -386,7 +390,7 @@ def fit_budget(n_drafts: torch.Tensor, rows_allowed: int) -> torch.Tensor:
 
 
 def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budget: int | None = None,
-              static_fallback: bool = False) -> None:
+              policy: CostAwareDrafts | None = None) -> None:
     """Draft k static states from one forward, verify all drafts of all sequences in the next forward.
 
     `adaptive`: each row drafts as many states as its last round suggests (one more than it accepted, or twice
@@ -394,27 +398,36 @@ def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budg
     (rows x sequence length), but never fewer rows than there are sequences (static's cost); drafts are cut
     proportionally to fit. Any number of drafts verifies to the same output.
 
-    `static_fallback`: the first forward (one row per sequence, as static makes) is timed; when FreeDave's rounds
-    fix fewer tokens per second (a running mean over rounds) than static would at that call's speed (one token
-    per sequence per call), the remaining rows finish by static decoding. Every FreeDave state is a static state,
-    so the output is unchanged; only the choice of when depends on wall-clock time."""
+    `policy` (`CostAwareDrafts`): the first forward (one row per sequence, what a static step costs) and every
+    round are timed for it; before each round it picks the drafts per row, and when one draft is best the
+    remaining rows finish by static decoding from the logits already computed (every FreeDave state is a static
+    state, so the output is unchanged; only the choice depends on wall-clock time)."""
     k = min(k, s.answer.shape[1], s.answer.shape[1] if eager else s.L)  # not eager: drafts stay inside a block
     want = torch.full_like(s.nfe, k)  # drafts each row will make (adaptive)
     row_tokens = s.prompt.shape[1] + s.answer.shape[1]
     rows = s.active()
-    first = time.perf_counter()
+    called = time.perf_counter()
     logits = _call(s, rows, s.answer[rows])
+    if policy is not None:  # a static step's call: one row per sequence
+        policy.observe_call(row_tokens, len(rows), time.perf_counter() - called)
     _commit(s, torch.arange(len(rows), device=rows.device))
     s.nfe[rows] += 1
-    static_call_s = rate = None
+    ranked = policy is None
     while len(rows):
         started = time.perf_counter()
         answer = s.answer[rows]
         order, available, token = draft_order(logits, answer, s.block, s.mask_id, eager)
-        if static_call_s is None:  # static's cost of one token for every row: a forward and one ranking
-            static_call_s = time.perf_counter() - first
+        if not ranked:  # a static step's bookkeeping: one ranking
+            policy.observe_overhead("static", time.perf_counter() - started)
+            ranked = True
         order = order[:, :k]                                                # (R, k)
         n_drafts = available.clamp(max=k)                                   # m_r
+        if policy is not None:
+            d = policy.choose(row_tokens, n_drafts)
+            if d == 1:  # the rows going continue from their (static) states by the static code path
+                _one_forward_per_step(s, None, known=(rows, logits))
+                return
+            n_drafts = n_drafts.clamp(max=d)
         if adaptive:
             n_drafts = torch.minimum(n_drafts, want[rows])
         if token_budget is not None:
@@ -432,7 +445,9 @@ def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budg
         accepted = torch.ones_like(n_drafts)
         next_logits = None
         if len(r_idx):
+            called = time.perf_counter()
             draft_logits = _call(s, rows[r_idx], drafts[r_idx, j_idx])
+            call_s = time.perf_counter() - called
             s.nfe[rows[verify.any(dim=1)]] += 1
             # ok[r, j] : draft j+1 equals the static successor of draft j (j = 0 .. k-2); only drafts that have
             # a next draft need their successor (a row's last draft is kept for its logits alone)
@@ -443,6 +458,10 @@ def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budg
                 successor = static_step(drafts[rc, jc], draft_logits[check], s.block, s.mask_id)
                 ok[rc, jc] = (successor == drafts[rc, jc + 1]).all(dim=1)
             accepted = 1 + ok[:, :-1].long().cumprod(dim=1).sum(dim=1)
+            if policy is not None:
+                policy.observe_round(n_drafts, accepted)
+                policy.observe_call(row_tokens, len(r_idx), call_s)
+                policy.observe_overhead("round", time.perf_counter() - started - call_s)
             want[rows] = torch.where(accepted >= n_drafts, 2 * n_drafts, accepted + 1).clamp(1, k)
             where = torch.full((len(rows), k), -1, dtype=torch.long, device=answer.device)
             where[r_idx, j_idx] = torch.arange(len(r_idx), device=answer.device)
@@ -469,12 +488,6 @@ def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budg
             continue
         if not len(rows):
             break
-        if static_fallback:
-            now = float(accepted.sum()) / max(time.perf_counter() - started, 1e-9)
-            rate = now if rate is None else 0.5 * (rate + now)
-            if rate < len(rows) / static_call_s:  # the rows going continue from their (static) states
-                _one_forward_per_step(s, None, known=(rows, logits))
-                return
 
 
 def _call(s: _State, rows: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ def test_bench_writes_a_run_directory_with_every_batch_and_model(tmp_path, capsy
     assert set(results) >= {"tiny/batch1", "tiny/batch3", "sdar/batch1", "sdar/batch3"}
     assert "load_avg_1m" in settings["machine"] and "load_avg_1m_end" in results
     for key in ("tiny/batch1", "tiny/batch3", "sdar/batch1", "sdar/batch3"):
-        for method in ("static", "freedave", "freedave_adaptive"):
+        for method in ("static", "freedave", "freedave_cost"):
             assert results[key][method]["exact_match"] == 1.0
     assert "freedave_dual_cache" in results["tiny/batch1"] and "freedave_dual_cache" not in results["sdar/batch1"]
     assert results["tiny/batch1"]["freedave"]["tokens_per_nfe"] > 2.5

@@ -146,22 +146,64 @@ def test_left_padded_rows_decode_as_they_would_alone(attention, method):
         generate(MODEL, torch.tensor([[1, 2]]), gen_length=2, mask_token_id=MASK, prompt_lengths=torch.tensor([3]))
 
 
+def test_cost_aware_drafts_under_a_proportional_cost_is_static_and_under_a_flat_cost_fixed_k():
+    from raylab.diffusion.drafts import CostAwareDrafts
+
+    prompt = torch.randint(0, MASK, (4, 3), generator=torch.Generator().manual_seed(5))
+    kw = dict(gen_length=12, block_length=4, mask_token_id=MASK)
+    static = generate(MODEL, prompt, method="static", **kw)
+    fixed = generate(MODEL, prompt, method="freedave", draft_steps=4, **kw)
+    # a call costs its rows: no draft can pay for itself, so the static code path runs from the first forward on
+    prop = generate(MODEL, prompt, method="freedave", draft_steps=4, **kw,
+                    draft_policy=CostAwareDrafts(4, call_seconds=lambda rows: float(rows)))
+    assert torch.equal(prop.sequences, static.sequences) and torch.equal(prop.nfe, static.nfe)
+    assert prop.forward_calls == static.forward_calls
+    # a call costs the same whatever its rows: every round drafts all it can, as fixed k does
+    flat = generate(MODEL, prompt, method="freedave", draft_steps=4, **kw,
+                    draft_policy=CostAwareDrafts(4, call_seconds=lambda rows: 1.0))
+    assert torch.equal(flat.sequences, static.sequences) and torch.equal(flat.nfe, fixed.nfe)
+
+
 @pytest.mark.parametrize("cache", [False, True])
-def test_static_fallback_finishes_by_static_decoding_with_the_same_output(monkeypatch, cache):
+def test_cost_aware_drafts_measured_online_fall_back_to_static_with_the_same_output(monkeypatch, cache):
     import itertools
 
     import raylab.diffusion.decoding as decoding
+    from raylab.diffusion.drafts import CostAwareDrafts
 
     prompt = torch.randint(0, MASK, (4, 3), generator=torch.Generator().manual_seed(5))
     kw = dict(gen_length=12, block_length=4, mask_token_id=MASK, attention="block_causal", use_cache=cache)
     static = generate(MODEL, prompt, method="static", **kw)
     free = generate(MODEL, prompt, method="freedave", draft_steps=4, **kw)
-    # a clock under which static's first call took a microsecond and every FreeDave round a second: fall back
+    # a clock under which the first call took a microsecond and every FreeDave round a second: after the one
+    # exploring round (two drafts per row) the policy hands the rows to static decoding
     ticks = itertools.chain([0.0, 0.0, 1e-6], itertools.count(1.0))
     monkeypatch.setattr(decoding.time, "perf_counter", lambda: next(ticks))
-    fell = generate(MODEL, prompt, method="freedave", draft_steps=4, static_fallback=True, **kw)
+    policy = CostAwareDrafts(4)
+    fell = generate(MODEL, prompt, method="freedave", draft_steps=4, draft_policy=policy, **kw)
     assert torch.equal(fell.sequences, static.sequences)
     assert (fell.nfe >= free.nfe).all() and (fell.nfe <= static.nfe).all() and (fell.nfe > free.nfe).any()
+    assert sorted(policy.times[3 + 12]) == [4, 8]  # the first call's 4 rows and the exploring round's 8
+
+
+def test_cost_aware_drafts_estimates():
+    from raylab.diffusion.drafts import CostAwareDrafts
+
+    policy = CostAwareDrafts(4, prior=0.5, prior_weight=2.0)
+    policy.observe_round(torch.tensor([3]), torch.tensor([2]))  # draft 2 accepted after 1, draft 3 rejected
+    q = policy.acceptance()
+    assert q[1] == pytest.approx(2 / 3) and q[2] == pytest.approx(4 / 9)
+    assert q[3] == pytest.approx(4 / 9)  # never tried: inherits q_2
+    policy.observe_call(10, 4, 1.0)
+    assert policy.seconds(10, 6) is None  # one row count measured: unknown yet
+    assert policy.choose(10, torch.tensor([4, 4])) == 2  # so it explores
+    policy.observe_call(10, 8, 2.0)
+    assert policy.seconds(10, 6) == pytest.approx(1.5)   # interpolated
+    assert policy.seconds(10, 16) == pytest.approx(4.0)  # extrapolated with the fitted slope (0.25 per row)
+    assert policy.seconds(10, 2) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="draft_policy: picks the drafts itself"):
+        generate(MODEL, torch.tensor([[1, 2]]), gen_length=4, mask_token_id=MASK, adaptive_drafts=True,
+                 draft_policy=policy)
 
 
 @pytest.mark.parametrize("method", ["static", "freedave"])

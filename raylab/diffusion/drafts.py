@@ -1,0 +1,134 @@
+"""Cost-aware draft counts for FreeDave: how many drafts per row maximise accepted tokens per second. Pure torch.
+
+    policy = CostAwareDrafts(max_drafts=8)                 # keep one per model and serve many calls with it
+    out = generate(model, prompts, method="freedave", draft_steps=8, draft_policy=policy, ...)
+
+A FreeDave round that drafts d states per row feeds about R*d rows to the model (R rows decoding) and advances
+each row by its accepted count; static decoding feeds R rows and advances each by one. Where a call's time grows
+with its rows (a CPU, a big batch), more drafts can cost more than the forwards they save. Before each round
+the policy compares, for d = 1..k,
+
+    expected accepted tokens of the round / expected seconds of a call feeding that many rows
+
+and picks the best d; d = 1 is static decoding, and `generate` then finishes the call with the static code path
+itself (no draft bookkeeping). A d > 1 must beat static's rate by `margin`.
+
+- Acceptance: draft j+1 is accepted when it equals the static successor of draft j. The policy counts, for each j,
+  how often that held among rows that reached draft j, and estimates q_j with a prior that shrinks each q_j
+  towards q_{j-1} (q_1 towards `prior`), so depths never tried inherit the rate of the one before (geometric
+  extrapolation). A row's expected accepted count with d drafts is 1 + q_1 + q_1 q_2 + ... (d terms).
+- Seconds per call: either `call_seconds(rows)` given (a fixed, e.g. calibrated, cost model), or measured online:
+  every model call (the first forward of each call, one row per sequence as static makes, and each FreeDave
+  verification) is timed and kept, per row length and per number of rows fed, as a running mean; unmeasured row
+  counts are interpolated linearly between measured ones and extrapolated with the slope of a least-squares
+  line. The bookkeeping around a call is kept apart, as two running means: a static step's (one ranking) and a
+  FreeDave round's (ranking, drafts, verification), so a round's cost is call(rows fed) + round bookkeeping
+  and a static step's call(rows) + static bookkeeping. With fewer than two measured row counts the policy
+  explores: one round with two drafts.
+
+What it learns stays in the object, so a long-lived policy (one per served model) pays the exploration once.
+The output never depends on it (any number of drafts verifies to static's output); only NFE and speed do.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+
+class CostAwareDrafts:
+    def __init__(self, max_drafts: int = 8, *, prior: float = 0.5, prior_weight: float = 2.0,
+                 margin: float = 0.05, memory: float = 0.3,
+                 call_seconds: Callable[[int], float] | None = None):
+        if max_drafts < 1:
+            raise ValueError(f"max_drafts: must be >= 1, got {max_drafts}")
+        if not 0.0 <= prior <= 1.0:
+            raise ValueError(f"prior: must be in [0, 1], got {prior}")
+        if not 0.0 < memory <= 1.0:
+            raise ValueError(f"memory: must be in (0, 1], got {memory}")
+        self.k, self.prior, self.weight, self.margin, self.memory = max_drafts, prior, prior_weight, margin, memory
+        self.call_seconds = call_seconds
+        self.successes = [0.0] * max_drafts  # index j: draft j+1 accepted after draft j (j = 1 .. k-1)
+        self.trials = [0.0] * max_drafts
+        self.times: dict[int, dict[int, float]] = {}  # row length -> {rows fed: running mean seconds}
+        self.overhead = {"static": 0.0, "round": 0.0}  # bookkeeping seconds around a call (running means)
+        self._seen: set[str] = set()
+
+    # --- what it learns -------------------------------------------------------------------------------------
+    def observe_call(self, row_tokens: int, rows: int, seconds: float) -> None:
+        """A model call that fed `rows` rows of `row_tokens` tokens took `seconds`."""
+        if self.call_seconds is not None or rows < 1:
+            return
+        table = self.times.setdefault(row_tokens, {})
+        old = table.get(rows)
+        table[rows] = seconds if old is None else (1 - self.memory) * old + self.memory * seconds
+
+    def observe_overhead(self, kind: str, seconds: float) -> None:
+        """Bookkeeping seconds around a call: kind "static" (a step's ranking) or "round" (a FreeDave round's)."""
+        old = self.overhead[kind]
+        self.overhead[kind] = seconds if kind not in self._seen else (1 - self.memory) * old + self.memory * seconds
+        self._seen.add(kind)
+
+    def observe_round(self, n_drafts: torch.Tensor, accepted: torch.Tensor) -> None:
+        """Rows drafted `n_drafts` states and accepted `accepted` of them (>= 1 each)."""
+        n, a = n_drafts.tolist(), accepted.tolist()
+        for nd, ac in zip(n, a):
+            for j in range(1, min(ac, nd - 1) + 1):  # draft j was accepted and had a successor to check
+                self.trials[j] += 1
+                self.successes[j] += j < ac
+
+    def acceptance(self) -> list[float]:
+        """q_j for j = 1 .. k-1 (index j; index 0 unused and 1.0)."""
+        q, previous = [1.0] * self.k, self.prior
+        for j in range(1, self.k):
+            q[j] = (self.successes[j] + self.weight * previous) / (self.trials[j] + self.weight)
+            previous = q[j]
+        return q
+
+    def seconds(self, row_tokens: int, rows: int) -> float | None:
+        """Expected seconds of a call feeding `rows` rows (None while fewer than two row counts are measured)."""
+        if self.call_seconds is not None:
+            return float(self.call_seconds(rows))
+        table = self.times.get(row_tokens, {})
+        if len(table) < 2:
+            return None
+        ns = sorted(table)
+        if rows in table:
+            return table[rows]
+        mean_n = sum(ns) / len(ns)
+        mean_t = sum(table[n] for n in ns) / len(ns)
+        var = sum((n - mean_n) ** 2 for n in ns)
+        slope = max(0.0, sum((n - mean_n) * (table[n] - mean_t) for n in ns) / var)
+        if rows < ns[0]:
+            return max(table[ns[0]] - slope * (ns[0] - rows), 1e-9)
+        if rows > ns[-1]:
+            return table[ns[-1]] + slope * (rows - ns[-1])
+        hi = next(n for n in ns if n > rows)
+        lo = max(n for n in ns if n < rows)
+        w = (rows - lo) / (hi - lo)
+        return (1 - w) * table[lo] + w * table[hi]
+
+    # --- the choice -----------------------------------------------------------------------------------------
+    def choose(self, row_tokens: int, available: torch.Tensor) -> int:
+        """Drafts per row for the next round (1 = static), given each row's number of draftable tokens."""
+        R, top = len(available), min(self.k, int(available.max()))
+        if top <= 1:
+            return 1
+        static_s = self.seconds(row_tokens, R)
+        if static_s is None:
+            return 2  # explore: a second call size to measure
+        static_s += self.overhead["static"]
+        q = self.acceptance()
+        expected = [1.0]  # expected accepted tokens of a row with i+1 drafts
+        run = 1.0
+        for j in range(1, top):
+            run *= q[j]
+            expected.append(expected[-1] + run)
+        m = available.clamp(min=1, max=top).tolist()
+        best, best_rate = 1, R / static_s * (1 + self.margin)
+        for d in range(2, top + 1):
+            fed = sum(min(d, x) for x in m)
+            rate = sum(expected[min(d, x) - 1] for x in m) / (self.seconds(row_tokens, fed) + self.overhead["round"])
+            if rate > best_rate:
+                best, best_rate = d, rate
+        return best
