@@ -8,7 +8,8 @@
 A step (`STEP_NAME`) is one GRPO step: sample K answers for `prompts_per_step` questions, score them, update
 the learner, sync the weights; `checkpoint_every` counts steps. metrics.jsonl has a row per completed step
 (`step` = steps done): reward statistics, the curvature diagnostic, KL, clip fraction, entropy, grad norm, lr,
-tokens/s, the rollout-vs-learner log-prob gap; every `eval_every` steps (and at step 0 and the end) the
+tokens/s, the rollout-vs-learner log-prob gap, `sync_bytes` (what one weight sync sends each worker: full weights,
+or with `rollout.lora_sync=adapter` the peft adapter files); every `eval_every` steps (and at step 0 and the end) the
 evaluation of `raylab.grpo.trainer.GRPOTrainer.evaluate` (greedy accuracy `eval_accuracy`, sampled pass@1 and
 pass@k, each per difficulty when the examples have one). Checkpoints hold the learner (weights, optimizer,
 schedule clock); `export_every` writes `save_pretrained` folders (peft adapters for LoRA) under `export/`.
@@ -74,6 +75,9 @@ class RolloutConfig(Section):
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
     vllm: VLLMOptions = VLLMOptions()
+    lora_sync: Literal["merged", "adapter"] = Field(
+        "merged", description="with LoRA: send full weights with the adapters merged (any backend), or only the "
+        "peft adapter to a LoRA-enabled vLLM engine (backend vllm)")
 
 
 class AlgorithmConfig(Section):
@@ -132,6 +136,16 @@ class Config(RunConfig):
                 if empty:
                     raise ValueError(f"data.split: the rule leaves the {empty[0]} subset of {source} empty "
                                      f"(easy {counts['easy']}, middle {counts['middle']}, hard {counts['hard']})")
+        if self.rollout.lora_sync == "adapter":
+            if self.learner.lora.rank == 0:
+                raise ValueError("rollout.lora_sync: adapter needs LoRA in the learner (learner.lora.rank > 0, "
+                                 "got 0)")
+            if self.rollout.backend != "vllm":
+                raise ValueError(f"rollout.lora_sync: adapter needs rollout.backend=vllm "
+                                 f"(got {self.rollout.backend!r})")
+            from raylab.grpo.rollout.vllm import engine_lora_rank
+
+            engine_lora_rank(self.learner.lora.rank)
         if self.learner.schedule != "constant" and self.learner.warmup_steps >= self.steps:
             raise ValueError(f"learner.warmup_steps: must be < steps for a {self.learner.schedule} schedule "
                              f"(got {self.learner.warmup_steps} >= {self.steps})")

@@ -15,7 +15,7 @@ import transformers
 
 from raylab.grpo.learner import Learner
 from raylab.grpo.optim import LearnerConfig
-from raylab.grpo.rollout import SamplingConfig, make_rollout, pack_weights
+from raylab.grpo.rollout import SamplingConfig, make_rollout, pack_weights, packed_bytes
 
 # Idle OpenMP threads sleep instead of spinning: the rollout workers and the learner take turns on the same cores,
 # and a phase's threads spinning on after it ended would fight the next phase's (and anything else on the machine)
@@ -41,8 +41,18 @@ class RolloutWorker:
     def generate(self, prompts: list[str], seed: int, sampling: SamplingConfig | None = None):
         return self.backend.generate(prompts, sampling or self.sampling, seed)
 
-    def load_weights(self, packed: dict) -> None:
+    def load_weights(self, packed: dict) -> int:
+        """Full weights (LoRA merged); returns the bytes this sync moved."""
         self.backend.load_weights(packed)
+        return packed_bytes(packed)
+
+    def load_adapter(self, files: dict[str, bytes]) -> int:
+        """A peft adapter folder's files (vllm backend, built with lora_rank); returns the bytes this sync moved."""
+        if not hasattr(self.backend, "load_adapter"):
+            raise ValueError("rollout.lora_sync: adapter needs rollout.backend=vllm "
+                             f"(got {type(self.backend).__name__})")
+        self.backend.load_adapter(files)
+        return sum(len(data) for data in files.values())
 
     def score(self, prompt_ids: list[int], completion_ids: list[int]) -> list[float]:
         return self.backend.score(prompt_ids, completion_ids, self.sampling.temperature)
@@ -67,6 +77,9 @@ class LearnerWorker:
 
     def export_weights(self) -> dict:
         return pack_weights(self.learner.export_weights())
+
+    def export_adapter(self) -> dict[str, bytes]:
+        return self.learner.export_adapter()
 
     def save_pretrained(self, path: str) -> None:
         self.learner.save_pretrained(path)

@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from raylab.grpo.loss import BatchTotals, policy_loss
 from raylab.grpo.optim import LearnerConfig, build_optimizer, lr_factor, set_lr
 from raylab.grpo.policy import load_policy, pad_sequences, token_logprobs
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # a peft folder, as vLLM's LoRA loader reads it
 
 
 class NonFiniteLossError(ValueError):
@@ -195,6 +199,15 @@ class Learner:
             return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         merged = copy.deepcopy(self.model).merge_and_unload()
         return {k: v.detach().cpu() for k, v in merged.state_dict().items()}
+
+    def export_adapter(self) -> dict[str, bytes]:
+        """The peft adapter folder `save_pretrained` writes (adapter_config.json, adapter_model.safetensors) as
+        file name -> contents: what an adapter-only sync sends to a LoRA-enabled vLLM engine."""
+        if not self.lora:
+            raise ValueError("rollout.lora_sync: adapter needs LoRA in the learner (learner.lora.rank > 0)")
+        with tempfile.TemporaryDirectory(prefix="raylab-adapter-") as folder:
+            self.model.save_pretrained(folder)
+            return {name: (Path(folder) / name).read_bytes() for name in ADAPTER_FILES}
 
     def save_pretrained(self, path: str) -> None:
         """A Hugging Face folder of the policy: the full model, or with LoRA the peft adapters only."""

@@ -56,6 +56,8 @@ class GRPOTrainer:
         self.tokenizer = load_tokenizer(cfg.policy.model)
         if ro.backend == "vllm":
             options = ro.vllm.model_dump()
+            if ro.lora_sync == "adapter":
+                options["lora_rank"] = cfg.learner.lora.rank  # a LoRA-enabled engine that keeps the base weights
         else:
             options = {"device": "cuda" if ro.gpus_per_worker > 0 else "cpu"}
         self.workers = build_rollout_workers(ro.num_workers, ro.backend, cfg.policy.model, self.sampling,
@@ -85,16 +87,21 @@ class GRPOTrainer:
 
     def _send_weights(self) -> list:
         """Queues the learner's export and every worker's load (one object, fetched by each); returns the loads'
-        refs. Queued, not awaited: each actor runs its tasks in order, so an export queued behind a train step
-        exports the updated weights, and the driver waits for nothing in between."""
+        refs, which give the bytes each worker received. Queued, not awaited: each actor runs its tasks in order,
+        so an export queued behind a train step exports the updated weights, and the driver waits for nothing in
+        between. `rollout.lora_sync=adapter` sends the peft adapter files instead of merged full weights."""
+        if self.cfg.rollout.lora_sync == "adapter":
+            adapter = self.learner.export_adapter.remote()
+            return [w.load_adapter.remote(adapter) for w in self.workers]
         weights = self.learner.export_weights.remote()
         return [w.load_weights.remote(weights) for w in self.workers]
 
-    def sync_weights(self) -> float:
-        """Sends the learner's current weights to every worker and waits for them; returns seconds."""
+    def sync_weights(self) -> tuple[float, int]:
+        """Sends the learner's current weights to every worker and waits for them; returns (seconds, bytes sent
+        to each worker)."""
         start = time.perf_counter()
-        unwrap_errors(self._send_weights())
-        return time.perf_counter() - start
+        sent = unwrap_errors(self._send_weights())
+        return time.perf_counter() - start, sent[0]
 
     def batch_prompts(self, step: int, round: int = 0) -> list[dict]:
         """The questions of a step (round > 0: the refills of dynamic sampling), a fixed function of the seed."""
@@ -151,7 +158,7 @@ class GRPOTrainer:
             loads = self._send_weights()  # behind the update in the learner's queue (a failed update changes nothing)
             stats = unwrap_errors(stats_ref)
             learner_s = time.perf_counter() - learner_start
-            unwrap_errors(loads)
+            metrics["sync_bytes"] = unwrap_errors(loads)[0]
         else:  # dynamic sampling found no group with a gradient: nothing to learn from this step
             stats, learner_s = {}, 0.0
         sync_s = time.perf_counter() - learner_start - learner_s

@@ -100,3 +100,12 @@ def test_weight_transport_is_exact_for_float32_and_bfloat16():
     back = unpack_weights(pack_weights(weights))
     for name, tensor in weights.items():
         assert back[name].dtype == tensor.dtype and torch.equal(back[name], tensor), name
+
+
+def test_adapter_export_is_the_peft_folder_and_needs_lora(tiny_model_dir):
+    learner = Learner(tiny_model_dir, LearnerConfig(lr=1e-3, lora=LoraConfig(rank=4)), device="cpu")
+    files = learner.export_adapter()
+    assert sorted(files) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert b'"r": 4' in files["adapter_config.json"]
+    with pytest.raises(ValueError, match=r"rollout.lora_sync: adapter needs LoRA in the learner"):
+        Learner(tiny_model_dir, LearnerConfig(lr=1e-3), device="cpu").export_adapter()

@@ -85,6 +85,12 @@ def test_resume_continues_identically(ray_local, tiny_model_dir, tmp_path):
     ({"learner.lora.rank": -2}, "learner.lora.rank: must be >= 0"),
     ({"learner.bogus": 1}, "learner.bogus"),
     ({"algorithm.clip_ratio_c": 0.5}, "algorithm.clip_ratio_c"),
+    ({"rollout.lora_sync": "adapter", "rollout.backend": "vllm"},
+     r"rollout.lora_sync: adapter needs LoRA in the learner \(learner.lora.rank > 0, got 0\)"),
+    ({"rollout.lora_sync": "adapter", "learner.lora.rank": 8}, "rollout.lora_sync: adapter needs rollout.backend=vllm"),
+    ({"rollout.lora_sync": "adapter", "rollout.backend": "vllm", "learner.lora.rank": 1024},
+     "learner.lora.rank: vLLM serves LoRA ranks up to 512"),
+    ({"rollout.lora_sync": "delta"}, "rollout.lora_sync: Input should be 'merged' or 'adapter'"),
 ])
 def test_bad_configs_are_one_line_errors(tiny_model_dir, override, message):
     with pytest.raises(ConfigError, match=message) as err:
