@@ -57,11 +57,14 @@ class DiffusionLM:
 
     def generate(self, prompt_ids: torch.Tensor, **kwargs):
         """`raylab.diffusion.generate` with this model's defaults: its mask id, EOS id, logit alignment and
-        attention; block-causal models also get the absolute block layout and their training block size."""
+        attention; block-causal models also get the absolute block layout and their training block size, Dream
+        (shifted logits) `fill_block_start=True`."""
         defaults = {"mask_token_id": self.mask_token_id, "shifted_logits": self.shifted_logits,
                     "attention": self.attention, "eos_token_id": self.eos_token_id}
         if self.attention == "block_causal":
             defaults.update(block_layout="absolute", block_length=self.block_size)
+        if self.shifted_logits:  # Dream: a block's first token is filled first, as its block decoding does
+            defaults.update(fill_block_start=True)
         kwargs = {**defaults, **kwargs}
         return generate(self.model, prompt_ids.to(self.device), **kwargs)
 

@@ -32,6 +32,11 @@ Options that match how the models are officially run (defaults in brackets):
   from measured call times and acceptance, so that the round maximises accepted tokens per second; when one
   draft is best the call finishes by the static code path (same output; NFE depends on timing).
 - `dual_cache` [False]: the approximate (lossy) dual cache for full attention (`raylab.diffusion.cache`).
+- `fill_block_start` [False; `load_diffusion_lm` sets it for Dream]: when a block starts (all its tokens masked),
+  the step fills the block's first token with its argmax whatever its confidence, as Fast-dLLM's Dream block
+  decoding does (the forward that enters a block fixes `x[block_start]` from the shifted logits, i.e. the
+  prediction made at the previous token, and nothing else; later steps rank by confidence). Static, parallel
+  and FreeDave apply the same rule, so FreeDave still equals static.
 - NFE both ways: `nfe` counts decoding forwards per sequence, `model_calls` every model pass over it (also
   the prefix cache's prefill); `forward_calls` counts batched calls.
 
@@ -177,10 +182,24 @@ def confidences(logits: torch.Tensor, mask_token_id: int) -> tuple[torch.Tensor,
     return torch.log_softmax(logits, dim=-1).max(dim=-1)
 
 
-def scores(logits: torch.Tensor, answer: torch.Tensor, block: torch.Tensor, mask_token_id: int):
+def fresh_block_starts(answer: torch.Tensor, block: torch.Tensor, mask_token_id: int) -> torch.Tensor:
+    """(N, G) bool: the first position of every block whose tokens are all still masked."""
+    b = block - block.min()
+    in_block = torch.nn.functional.one_hot(b, int(b.max()) + 1).bool()                          # (G, n)
+    started = ((answer != mask_token_id)[:, :, None] & in_block[None]).any(dim=1)              # (N, n)
+    first = torch.ones_like(b, dtype=torch.bool)
+    first[1:] = b[1:] != b[:-1]
+    return first[None, :] & ~started[:, b]
+
+
+def scores(logits: torch.Tensor, answer: torch.Tensor, block: torch.Tensor, mask_token_id: int,
+           fill_start: bool = False):
     """For answer tokens `answer` (N, G) with block ids `block` (G,) and their logits: (log-confidence with -inf
-    where not decodable now, argmax token). Decodable = masked and in the first block that still has a mask."""
+    where not decodable now, argmax token). Decodable = masked and in the first block that still has a mask.
+    `fill_start`: a block's first token, while its whole block is masked, ranks first (confidence +inf)."""
     logp, token = confidences(logits, mask_token_id)
+    if fill_start:
+        logp = torch.where(fresh_block_starts(answer, block, mask_token_id), torch.inf, logp)
     masked = answer == mask_token_id
     first = torch.where(masked, block, block.max() + 1).min(dim=1, keepdim=True).values
     decodable = masked & (block[None, :] == first)
@@ -192,9 +211,9 @@ def ranking(conf: torch.Tensor) -> torch.Tensor:
     return torch.sort(conf, dim=1, descending=True, stable=True).indices
 
 
-def static_step(answer, logits, block, mask_token_id):
+def static_step(answer, logits, block, mask_token_id, fill_start: bool = False):
     """The static successor: the single most confident decodable token filled with its argmax."""
-    conf, token = scores(logits, answer, block, mask_token_id)
+    conf, token = scores(logits, answer, block, mask_token_id, fill_start)
     pos = ranking(conf)[:, :1]
     return answer.scatter(1, pos, token.gather(1, pos))
 
@@ -206,7 +225,7 @@ def generate(model: Callable, prompt_ids: torch.Tensor, *, method: Method = "fre
              eager_drafts: bool = False, eos_token_id: int | None = None, stop_on_eos_block: bool = False,
              adaptive_drafts: bool = False, token_budget: int | None = None,
              prompt_lengths: torch.Tensor | None = None, dual_cache: bool = False,
-             draft_policy: CostAwareDrafts | None = None) -> DecodeResult:
+             draft_policy: CostAwareDrafts | None = None, fill_block_start: bool = False) -> DecodeResult:
     """Decodes `gen_length` tokens after each prompt in the batch (see the module docstring)."""
     if prompt_ids.ndim == 1:
         prompt_ids = prompt_ids[None]
@@ -244,7 +263,7 @@ def generate(model: Callable, prompt_ids: torch.Tensor, *, method: Method = "fre
     answer = torch.full((B, G), mask_token_id, dtype=prompt_ids.dtype, device=prompt_ids.device)
     block = position_blocks(P, G, block_length, block_layout, prompt_ids.device)[P:]
     state = _State(prompt_ids, answer, forward, block, block_length, mask_token_id,
-                   eos_token_id if stop_on_eos_block else None)
+                   eos_token_id if stop_on_eos_block else None, fill_start=fill_block_start)
     with torch.no_grad():
         if method == "freedave":
             _freedave(state, draft_steps, eager_drafts, adaptive_drafts, token_budget, draft_policy)
@@ -259,7 +278,8 @@ def decode_stream(model: Callable, prompt_ids: torch.Tensor, *, join: Callable[[
                   gen_length: int, block_length: int | None = None, draft_steps: int = 4, threshold: float = 0.9,
                   mask_token_id: int, shifted_logits: bool = False, attention: str = "full",
                   eager_drafts: bool = False, adaptive_drafts: bool = False, token_budget: int | None = None,
-                  eos_token_id: int | None = None, stop_on_eos_block: bool = False) -> int:
+                  eos_token_id: int | None = None, stop_on_eos_block: bool = False,
+                  fill_block_start: bool = False) -> int:
     """Continuous batching: decodes `prompt_ids` while rows join and leave between forwards.
 
     Before each forward `join()` may return more prompts (1-D, of `prompt_ids`' length), which start decoding
@@ -278,7 +298,7 @@ def decode_stream(model: Callable, prompt_ids: torch.Tensor, *, join: Callable[[
     answer = torch.full((B, gen_length), mask_token_id, dtype=prompt_ids.dtype, device=prompt_ids.device)
     block = position_blocks(P, gen_length, block_length, "answer", prompt_ids.device)[P:]
     state = _State(prompt_ids, answer, forward, block, block_length, mask_token_id,
-                   eos_token_id if stop_on_eos_block else None, join=join, done=done)
+                   eos_token_id if stop_on_eos_block else None, join=join, done=done, fill_start=fill_block_start)
     with torch.no_grad():
         if method == "freedave":
             _freedave(state, draft_steps, eager_drafts, adaptive_drafts, token_budget)
@@ -292,7 +312,8 @@ class _State:
     """The batch being decoded: answers, per-sequence forward counts and the step that fixed each token."""
 
     def __init__(self, prompt_ids, answer, forward, block, block_length, mask_token_id, stop_eos,
-                 join: Callable | None = None, done: Callable | None = None):
+                 join: Callable | None = None, done: Callable | None = None, fill_start: bool = False):
+        self.fill_start = fill_start  # a block's first token is filled first (Dream's official block decoding)
         self.prompt, self.answer, self.forward = prompt_ids, answer, forward
         self.block, self.L, self.mask_id, self.stop_eos = block, block_length, mask_token_id, stop_eos
         self.nfe = torch.zeros(answer.shape[0], dtype=torch.long, device=answer.device)
@@ -355,10 +376,10 @@ def _one_forward_per_step(s: _State, threshold: float | None, known: tuple | Non
             logits = _call(s, rows, answer)
             _commit(s, torch.arange(len(rows), device=rows.device))
             s.nfe[rows] += 1
-        conf, token = scores(logits, answer, s.block, s.mask_id)
+        conf, token = scores(logits, answer, s.block, s.mask_id, s.fill_start)
         fill = torch.zeros_like(answer, dtype=torch.bool).scatter(1, ranking(conf)[:, :1], True)
-        if threshold is not None:
-            fill |= conf.exp() > threshold
+        if threshold is not None:  # a block's first token, when filled first, is that forward's only one
+            fill |= (conf.exp() > threshold) & ~(conf == torch.inf).any(dim=1, keepdim=True)
         s.answer[rows] = torch.where(fill, token, answer)
         s.step[rows] = torch.where(fill, s.nfe[rows, None], s.step[rows])
         s.stop_after_eos_blocks(rows)
@@ -366,14 +387,17 @@ def _one_forward_per_step(s: _State, threshold: float | None, known: tuple | Non
 
 
 def draft_order(logits: torch.Tensor, answer: torch.Tensor, block: torch.Tensor, mask_token_id: int,
-                eager: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                eager: bool, fill_start: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(positions in drafting order, how many can be drafted, argmax tokens). Not eager: the current block's
     masked tokens by confidence. Eager: then those of the following blocks, block by block, each by the same
-    logits' confidence (drafts across a block boundary; verification keeps the output static's)."""
+    logits' confidence (drafts across a block boundary; verification keeps the output static's). `fill_start`:
+    each untouched block's first token leads its block (as static fills it)."""
     if not eager:
-        conf, token = scores(logits, answer, block, mask_token_id)
-        return ranking(conf), torch.isfinite(conf).sum(dim=1), token
+        conf, token = scores(logits, answer, block, mask_token_id, fill_start)
+        return ranking(conf), (conf > -torch.inf).sum(dim=1), token
     logp, token = confidences(logits, mask_token_id)
+    if fill_start:
+        logp = torch.where(fresh_block_starts(answer, block, mask_token_id), torch.inf, logp)
     masked = answer == mask_token_id
     order = ranking(torch.where(masked, logp, -torch.inf))
     key = torch.where(masked, block[None, :], int(block.max()) + 1).gather(1, order)
@@ -416,7 +440,7 @@ def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budg
     while len(rows):
         started = time.perf_counter()
         answer = s.answer[rows]
-        order, available, token = draft_order(logits, answer, s.block, s.mask_id, eager)
+        order, available, token = draft_order(logits, answer, s.block, s.mask_id, eager, s.fill_start)
         if not ranked:  # a static step's bookkeeping: one ranking
             policy.observe_overhead("static", time.perf_counter() - started)
             ranked = True
@@ -455,7 +479,7 @@ def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budg
             check = (j_idx + 1 < n_drafts[r_idx]).nonzero().squeeze(1)
             if len(check):
                 rc, jc = r_idx[check], j_idx[check]
-                successor = static_step(drafts[rc, jc], draft_logits[check], s.block, s.mask_id)
+                successor = static_step(drafts[rc, jc], draft_logits[check], s.block, s.mask_id, s.fill_start)
                 ok[rc, jc] = (successor == drafts[rc, jc + 1]).all(dim=1)
             accepted = 1 + ok[:, :-1].long().cumprod(dim=1).sum(dim=1)
             if policy is not None:

@@ -19,12 +19,14 @@ itself (no draft bookkeeping). A d > 1 must beat static's rate by `margin`.
   extrapolation). A row's expected accepted count with d drafts is 1 + q_1 + q_1 q_2 + ... (d terms).
 - Seconds per call: either `call_seconds(rows)` given (a fixed, e.g. calibrated, cost model), or measured online:
   every model call (the first forward of each call, one row per sequence as static makes, and each FreeDave
-  verification) is timed and kept, per row length and per number of rows fed, as a running mean; unmeasured row
-  counts are interpolated linearly between measured ones and extrapolated with the slope of a least-squares
-  line. The bookkeeping around a call is kept apart, as two running means: a static step's (one ranking) and a
-  FreeDave round's (ranking, drafts, verification), so a round's cost is call(rows fed) + round bookkeeping
-  and a static step's call(rows) + static bookkeeping. With fewer than two measured row counts the policy
-  explores: one round with two drafts.
+  verification) is timed, and a line seconds = a + b * rows is fitted per row length by least squares over all
+  calls, older calls weighted down by `decay` per call (one noisy call on a shared machine moves it little). The
+  bookkeeping around a call is kept apart, as the medians of the last `window` measurements of a static step's
+  (one ranking) and of a FreeDave round's (ranking, drafts, verification): a round costs call(rows fed) + round
+  bookkeeping, a static step call(rows) + static bookkeeping. With fewer than two measured row counts the
+  policy explores: one round with two drafts; and every `explore_every`-th time it would pick static it
+  explores again (what it learnt of drafting would otherwise never be refreshed once it stops drafting; a
+  two-draft round costs at most one static step more than it saves).
 
 What it learns stays in the object, so a long-lived policy (one per served model) pays the exploration once.
 The output never depends on it (any number of drafts verifies to static's output); only NFE and speed do.
@@ -38,36 +40,41 @@ import torch
 
 class CostAwareDrafts:
     def __init__(self, max_drafts: int = 8, *, prior: float = 0.5, prior_weight: float = 2.0,
-                 margin: float = 0.05, memory: float = 0.3,
+                 margin: float = 0.1, window: int = 15, decay: float = 0.99, explore_every: int = 16,
                  call_seconds: Callable[[int], float] | None = None):
         if max_drafts < 1:
             raise ValueError(f"max_drafts: must be >= 1, got {max_drafts}")
         if not 0.0 <= prior <= 1.0:
             raise ValueError(f"prior: must be in [0, 1], got {prior}")
-        if not 0.0 < memory <= 1.0:
-            raise ValueError(f"memory: must be in (0, 1], got {memory}")
-        self.k, self.prior, self.weight, self.margin, self.memory = max_drafts, prior, prior_weight, margin, memory
+        if window < 1:
+            raise ValueError(f"window: must be >= 1, got {window}")
+        if not 0.0 < decay <= 1.0:
+            raise ValueError(f"decay: must be in (0, 1], got {decay}")
+        self.k, self.prior, self.weight, self.margin, self.window = max_drafts, prior, prior_weight, margin, window
+        self.decay, self.explore_every, self.static_picks = decay, explore_every, 0
         self.call_seconds = call_seconds
         self.successes = [0.0] * max_drafts  # index j: draft j+1 accepted after draft j (j = 1 .. k-1)
         self.trials = [0.0] * max_drafts
-        self.times: dict[int, dict[int, float]] = {}  # row length -> {rows fed: running mean seconds}
-        self.overhead = {"static": 0.0, "round": 0.0}  # bookkeeping seconds around a call (running means)
-        self._seen: set[str] = set()
+        self.times: dict[int, list[float]] = {}  # row length -> decayed sums w, w n, w t, w n^2, w n t
+        self.overhead: dict[str, list[float]] = {"static": [], "round": []}  # the last bookkeeping seconds
 
     # --- what it learns -------------------------------------------------------------------------------------
     def observe_call(self, row_tokens: int, rows: int, seconds: float) -> None:
         """A model call that fed `rows` rows of `row_tokens` tokens took `seconds`."""
         if self.call_seconds is not None or rows < 1:
             return
-        table = self.times.setdefault(row_tokens, {})
-        old = table.get(rows)
-        table[rows] = seconds if old is None else (1 - self.memory) * old + self.memory * seconds
+        sums = self.times.setdefault(row_tokens, [0.0] * 5)
+        for i, v in enumerate((1.0, rows, seconds, rows * rows, rows * seconds)):
+            sums[i] = self.decay * sums[i] + v
 
     def observe_overhead(self, kind: str, seconds: float) -> None:
         """Bookkeeping seconds around a call: kind "static" (a step's ranking) or "round" (a FreeDave round's)."""
-        old = self.overhead[kind]
-        self.overhead[kind] = seconds if kind not in self._seen else (1 - self.memory) * old + self.memory * seconds
-        self._seen.add(kind)
+        self.overhead[kind] = (self.overhead[kind] + [seconds])[-self.window:]
+
+    def bookkeeping(self, kind: str) -> float:
+        """The median of the last measured bookkeeping seconds of `kind` (0 before any)."""
+        values = sorted(self.overhead[kind])
+        return values[len(values) // 2] if values else 0.0
 
     def observe_round(self, n_drafts: torch.Tensor, accepted: torch.Tensor) -> None:
         """Rows drafted `n_drafts` states and accepted `accepted` of them (>= 1 each)."""
@@ -86,27 +93,18 @@ class CostAwareDrafts:
         return q
 
     def seconds(self, row_tokens: int, rows: int) -> float | None:
-        """Expected seconds of a call feeding `rows` rows (None while fewer than two row counts are measured)."""
+        """Expected seconds of a call feeding `rows` rows (None until calls of two sizes are measured)."""
         if self.call_seconds is not None:
             return float(self.call_seconds(rows))
-        table = self.times.get(row_tokens, {})
-        if len(table) < 2:
+        if row_tokens not in self.times:
             return None
-        ns = sorted(table)
-        if rows in table:
-            return table[rows]
-        mean_n = sum(ns) / len(ns)
-        mean_t = sum(table[n] for n in ns) / len(ns)
-        var = sum((n - mean_n) ** 2 for n in ns)
-        slope = max(0.0, sum((n - mean_n) * (table[n] - mean_t) for n in ns) / var)
-        if rows < ns[0]:
-            return max(table[ns[0]] - slope * (ns[0] - rows), 1e-9)
-        if rows > ns[-1]:
-            return table[ns[-1]] + slope * (rows - ns[-1])
-        hi = next(n for n in ns if n > rows)
-        lo = max(n for n in ns if n < rows)
-        w = (rows - lo) / (hi - lo)
-        return (1 - w) * table[lo] + w * table[hi]
+        w, n, t, nn, nt = self.times[row_tokens]
+        mean_n, mean_t = n / w, t / w
+        var = nn / w - mean_n ** 2
+        if var <= 1e-9 * max(1.0, mean_n ** 2):
+            return None
+        slope = max(0.0, (nt / w - mean_n * mean_t) / var)
+        return max(mean_t + slope * (rows - mean_n), 1e-9)
 
     # --- the choice -----------------------------------------------------------------------------------------
     def choose(self, row_tokens: int, available: torch.Tensor) -> int:
@@ -117,7 +115,7 @@ class CostAwareDrafts:
         static_s = self.seconds(row_tokens, R)
         if static_s is None:
             return 2  # explore: a second call size to measure
-        static_s += self.overhead["static"]
+        static_s += self.bookkeeping("static")
         q = self.acceptance()
         expected = [1.0]  # expected accepted tokens of a row with i+1 drafts
         run = 1.0
@@ -125,10 +123,15 @@ class CostAwareDrafts:
             run *= q[j]
             expected.append(expected[-1] + run)
         m = available.clamp(min=1, max=top).tolist()
+        round_s = self.bookkeeping("round")
         best, best_rate = 1, R / static_s * (1 + self.margin)
         for d in range(2, top + 1):
             fed = sum(min(d, x) for x in m)
-            rate = sum(expected[min(d, x) - 1] for x in m) / (self.seconds(row_tokens, fed) + self.overhead["round"])
+            rate = sum(expected[min(d, x) - 1] for x in m) / (self.seconds(row_tokens, fed) + round_s)
             if rate > best_rate:
                 best, best_rate = d, rate
+        if best == 1 and self.call_seconds is None:
+            self.static_picks += 1
+            if self.static_picks % self.explore_every == 0:
+                return 2
         return best

@@ -56,3 +56,43 @@ def test_block_causal_mask_reaches_the_model(tmp_path):
     inside = ids.clone()  # and bidirectional inside a block: a later token of the block changes an earlier one
     inside[0, 7] = (ids[0, 7] + 1) % TINY_MASK
     assert not torch.equal(dllm(inside, mask)[:, 4], a[:, 4])
+
+
+def official_dream_block_decoding(model, prompt, gen_length, block_length, mask_id):
+    """Fast-dLLM's Dream block loop (greedy, one token per forward, no cache), written from its procedure: the
+    forward that enters a block fixes the block's first token from the shifted logits (the prediction made at the
+    token before it); every later forward of the block fills its most confident masked token. The mask token is
+    never predicted (raylab's rule, so that both sides rank the same logits)."""
+    x = torch.cat([prompt, torch.full((len(prompt), gen_length), mask_id)], dim=1)
+    P = prompt.shape[1]
+    for b in range(gen_length // block_length):
+        start, end = P + b * block_length, P + (b + 1) * block_length
+        entering = True
+        while (x[:, start:end] == mask_id).any():
+            logits = model(x).double()
+            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)  # position i's logits predict token i
+            logits[..., mask_id] = -torch.inf
+            conf, token = torch.softmax(logits, dim=-1).max(dim=-1)
+            for r in range(len(x)):
+                if entering:
+                    pos = start
+                else:
+                    c = torch.where(x[r, start:end] == mask_id, conf[r, start:end], -torch.inf)
+                    pos = start + int(c.argmax())
+                x[r, pos] = token[r, pos]
+            entering = False
+    return x
+
+
+def test_dream_fills_a_blocks_first_token_first_as_its_official_block_decoding(tmp_path):
+    dllm = load(tmp_path, "dream")
+    kw = dict(gen_length=8, block_length=4)
+    official = official_dream_block_decoding(dllm, prompts(), 8, 4, dllm.mask_token_id)
+    static = dllm.generate(prompts(), method="static", **kw)  # the Dream default: fill_block_start=True
+    assert torch.equal(static.sequences, official)
+    assert (static.decode_step[:, [0, 4]] == torch.tensor([1, 5])).all()  # each block's first forward
+    for eager in (False, True):
+        fd = dllm.generate(prompts(), method="freedave", draft_steps=4, eager_drafts=eager, **kw)
+        assert torch.equal(fd.sequences, official) and (fd.nfe <= static.nfe).all()
+    plain = dllm.generate(prompts(), method="static", fill_block_start=False, **kw)
+    assert not (plain.decode_step[:, [0, 4]] == torch.tensor([1, 5])).all()  # by confidence, not first
