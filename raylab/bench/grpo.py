@@ -1,7 +1,7 @@
 """Benchmark `grpo`: seconds per GRPO step of raylab vs TRL's GRPOTrainer, and rollout tokens/s of the hf, torch
 and vllm backends side by side, all measured in this run on the same model.
 
-    raylab bench grpo                                  # 4 prompts x 8 completions of <= 32 tokens, 2 x 6 steps each
+    raylab bench grpo                                  # 4 prompts x 8 completions of <= 32 tokens, 4 rounds x 5 steps
     raylab bench grpo --steps 10 --backends hf,torch   # skip the vLLM throughput
     raylab bench grpo --gradient-checkpointing         # checkpointing on both sides
     raylab bench grpo --skip-trl --address auto        # raylab and rollout throughput only, on a cluster
@@ -15,10 +15,13 @@ phase and the learner actor has `--cpus` threads in its phase (the phases never 
 OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE) rather than spin into the other phase. raylab's step is timed
 with the `hf` rollout backend (transformers `generate`, what TRL uses) and with the `torch` backend (raylab's own
 KV-cached sampler, the same distribution), so the table separates what the decoder buys from what the layout
-buys. The sides take turns for `--rounds` rounds (TRL, raylab hf, raylab torch, TRL, ...), each a fresh trainer
-whose first step is a warm-up, not timed; the figure is the median over all timed steps. Each side's settings
-are printed; the run directory (runs/bench-grpo-<time>/) holds settings.json (with the machine and its load
-average), results.json and results.md.
+buys. The sides take turns for `--rounds` rounds, the order reversed every other round (TRL, raylab hf, raylab
+torch; raylab torch, raylab hf, TRL; ...), each a fresh trainer whose first step is a warm-up, not timed. Each
+round prints every side's median step and the load average before and after it. Two ratios to TRL: pooled (the
+median over all timed steps of each side) and paired (raylab's median over TRL's in the same round, the median
+over rounds), which a load burst confined to one round cannot move much. Each side's settings are printed;
+the run directory (runs/bench-grpo-<time>/) holds settings.json (with the machine and its load average),
+results.json (every round's steps and loads) and results.md.
 """
 from __future__ import annotations
 
@@ -148,8 +151,9 @@ def rollout_throughput(model_dir: str, backend: str, args) -> float:
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="raylab bench grpo", description=__doc__.split("\n")[0])
-    p.add_argument("--steps", type=int, default=6, help="timed steps per side and round (after a warm-up step)")
-    p.add_argument("--rounds", type=int, default=2, help="rounds in which the sides take turns")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per side and round (after a warm-up step)")
+    p.add_argument("--rounds", type=int, default=4, help="rounds in which the sides take turns (order reversed "
+                   "every other round)")
     p.add_argument("--prompts", type=int, default=4)
     p.add_argument("--k", type=int, default=8, help="completions per prompt")
     p.add_argument("--max-new-tokens", type=int, default=32)
@@ -176,37 +180,80 @@ def main(argv: list[str]) -> int:
         print(f"{side} settings: " + ", ".join(f"{k}={v}" for k, v in settings[side].items()))
     with tempfile.TemporaryDirectory() as tmp, bench_run("grpo", args, settings, ray_cpus=args.cpus) as ctx:
         model_dir = make_model(Path(tmp) / "model", args.model_size)
+        load_start = os.getloadavg()[0]
         print(f"device: {args.device}; model: random Llama {_params(model_dir) / 1e6:.1f}M params, char tokenizer; "
               f"{args.prompts} prompts x {args.k} completions of {args.max_new_tokens} tokens; load average "
-              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+              f"{load_start:.1f} on {os.cpu_count()} CPUs")
         backends = [b for b in args.step_backends.split(",") if b]
-        trl_steps, raylab_steps = [], {b: [] for b in backends}
-        # the sides take turns, so a burst of load from elsewhere on the machine hits every side alike
-        for _ in range(args.rounds):
-            if not args.skip_trl:
-                trl_steps += time_trl(model_dir, args)
-            for backend in backends:
-                raylab_steps[backend] += time_raylab(model_dir, backend, args)
-        trl_s = statistics.median(trl_steps) if trl_steps else None
-        rows, results = [], {"trl_step_s": trl_s, "trl_steps": trl_steps}
-        if trl_s:
-            rows.append(["TRL GRPOTrainer (hf generate)", trl_s, "", "", "", 1.0])
-        for backend, steps in raylab_steps.items():
-            phase = {key: statistics.median(m[key] for m in steps) for key in ("step_s", "rollout_s", "learner_s",
-                                                                                "sync_s")}
-            results[f"raylab_{backend}"] = phase
-            rows.append([f"raylab ({backend} rollouts, {args.workers} workers)", phase["step_s"], phase["rollout_s"],
-                         phase["learner_s"], phase["sync_s"], phase["step_s"] / trl_s if trl_s else ""])
+        sides = ([] if args.skip_trl else ["trl"]) + backends
+        rounds = []
+        # the sides alternate round by round, in reversed order every other round (T H R, R H T, ...), so a burst
+        # of load from elsewhere, or a drift of the machine's speed, hits every side alike
+        for r in range(args.rounds):
+            for side in round_order(sides, r):
+                load_before = os.getloadavg()[0]
+                if side == "trl":
+                    metrics, steps = None, time_trl(model_dir, args)
+                else:
+                    metrics = time_raylab(model_dir, side, args)
+                    steps = [m["step_s"] for m in metrics]
+                rounds.append({"round": r + 1, "side": side, "step_s": steps, "median_s": statistics.median(steps),
+                               "load_before": load_before, "load_after": os.getloadavg()[0],
+                               **({} if metrics is None else {"phases": metrics})})
+                print(f"round {r + 1} {side_label(side, args)}: median {rounds[-1]['median_s']:.3f} s/step over "
+                      f"{len(steps)} steps (min {min(steps):.3f}, max {max(steps):.3f}); load average "
+                      f"{load_before:.1f} -> {rounds[-1]['load_after']:.1f}", flush=True)
+        results, rows = summarize_rounds(rounds, sides, args)
         rates = {b: rollout_throughput(model_dir, b, args) for b in args.backends.split(",") if b}
         results["rollout_tokens_per_s"] = rates
-        table = markdown_table(["side", "s/step (median)", "rollout s", "learner s", "sync s", "x TRL"], rows)
-        table += (f"\n\ntarget: <= {0.8 if args.device == 'cpu' else 0.5}x TRL's step time; load average at the "
-                  f"start {os.getloadavg()[0]:.1f}\n\nrollout throughput, {args.rollout_prompts} prompts x {args.k} x "
-                  f"{args.max_new_tokens} tokens, one process:\n\n")
+        table = markdown_table(["side", "s/step (median)", "rollout s", "learner s", "sync s", "x TRL (pooled)",
+                                "x TRL (median of rounds)"], rows)
+        table += "\n\neach round (median s/step; load average before -> after):\n\n" + markdown_table(
+            ["round", "side", "s/step", "min", "max", "load before", "load after"],
+            [[r["round"], side_label(r["side"], args), r["median_s"], min(r["step_s"]), max(r["step_s"]),
+              r["load_before"], r["load_after"]] for r in rounds])
+        table += (f"\n\ntarget: <= {0.8 if args.device == 'cpu' else 0.5}x TRL's step time; load average "
+                  f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} after the rounds\n\nrollout throughput, "
+                  f"{args.rollout_prompts} prompts x {args.k} x {args.max_new_tokens} tokens, one process:\n\n")
         table += markdown_table(["backend", "tokens/s", "x hf"],
                                 [[b, r, r / rates["hf"] if "hf" in rates else ""] for b, r in rates.items()])
         finish(ctx, results, table)
     return 0
+
+
+def round_order(sides: list[str], round: int) -> list[str]:
+    """The order the sides run in: as given in even rounds, reversed in odd ones."""
+    return list(sides) if round % 2 == 0 else list(reversed(sides))
+
+
+def side_label(side: str, args) -> str:
+    return "TRL GRPOTrainer (hf generate)" if side == "trl" else f"raylab ({side} rollouts, {args.workers} workers)"
+
+
+def summarize_rounds(rounds: list[dict], sides: list[str], args) -> tuple[dict, list[list]]:
+    """results.json entries and table rows. Two ratios to TRL: pooled (median over every timed step of each
+    side) and paired (per round, raylab's median over TRL's median of the same round; the median of those),
+    which a load burst in one round moves least."""
+    by_side = {side: [r for r in rounds if r["side"] == side] for side in sides}
+    pooled = {side: statistics.median(t for r in rs for t in r["step_s"]) for side, rs in by_side.items()}
+    trl_rounds = {r["round"]: r["median_s"] for r in by_side.get("trl", [])}
+    results = {"rounds": rounds, "trl_step_s": pooled.get("trl")}
+    rows = []
+    if "trl" in pooled:
+        rows.append([side_label("trl", args), pooled["trl"], "", "", "", 1.0, 1.0])
+    for side in sides:
+        if side == "trl":
+            continue
+        phases = [m for r in by_side[side] for m in r["phases"]]
+        entry = {key: statistics.median(m[key] for m in phases) for key in ("step_s", "rollout_s", "learner_s",
+                                                                            "sync_s")}
+        ratios = [r["median_s"] / trl_rounds[r["round"]] for r in by_side[side] if r["round"] in trl_rounds]
+        entry.update(x_trl_pooled=entry["step_s"] / pooled["trl"] if "trl" in pooled else None,
+                     x_trl_per_round=ratios, x_trl_paired=statistics.median(ratios) if ratios else None)
+        results[f"raylab_{side}"] = entry
+        rows.append([side_label(side, args), entry["step_s"], entry["rollout_s"], entry["learner_s"],
+                     entry["sync_s"], entry["x_trl_pooled"] or "", entry["x_trl_paired"] or ""])
+    return results, rows
 
 
 def _params(model_dir: str) -> int:

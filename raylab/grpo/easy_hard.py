@@ -24,7 +24,7 @@ import torch
 from pydantic import ConfigDict
 
 from raylab.grpo import diagnostics
-from raylab.grpo.advantages import group_advantages
+from raylab.grpo.advantages import curvature_diagnostic, group_advantages
 from raylab.grpo.learner import Learner
 from raylab.grpo.optim import LearnerConfig
 from raylab.grpo.rewards import exact_match
@@ -121,6 +121,8 @@ class StudyRun:
                                         advantages.tolist(), [c.logprobs for c in completions])
         self.rollout.load_weights(pack_weights(self.learner.export_weights()))
         return {"reward_mean": rewards.mean().item(), "frac_zero_std": (rewards.std(dim=1) == 0).float().mean().item(),
+                # mean 1/sigma over the groups with variance: how much larger the std step is than the no-std one
+                "std_scale_mean": curvature_diagnostic(rewards, 1.0, "std")["effective_lr_mean"],
                 "grad_norm": stats["grad_norm"], "entropy": stats["entropy"],
                 "logprob_gap_max": stats["logprob_gap_max"]}
 

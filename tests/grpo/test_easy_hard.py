@@ -80,3 +80,18 @@ def test_bad_configs_are_one_line_errors():
             validate({"experiment": "grpo_easy_hard", "diagnostics": {"arm": None}} | data
                      if "diagnostics" not in data else {"experiment": "grpo_easy_hard"} | data)
         assert "\n" not in str(err.value)
+
+
+def test_the_profile_replays_the_study_and_its_std_scale_is_at_least_two():
+    from raylab.grpo.easy_hard_profile import profile
+
+    settings = StudySettings(prompts_per_step=4, num_generations=4)
+    hard = [q for q in carry_questions(1) if q["difficulty"] == "hard"]
+    rows = profile(StudyRun(POLICY, Arm("sgd", "std", "sgd", lr=0.01), hard, settings, seed=0), steps=2, every=2)
+    replay = StudyRun(POLICY, Arm("sgd", "std", "sgd", lr=0.01), hard, settings, seed=0)
+    assert rows[0]["accuracy"] == pytest.approx(replay.accuracy(), abs=1e-6)
+    replay.advance(0, 2, evaluate_every=0)
+    assert [r["step"] for r in rows] == [0, 2]
+    assert rows[1]["accuracy"] == pytest.approx(replay.accuracy(), abs=1e-6)  # the same run as the study's
+    # 1/sigma >= 2 for any group of 0/1 rewards with variance (sigma <= 1/2)
+    assert rows[1]["std_scale"] >= 2.0 and 0 <= rows[1]["stuck"] <= 1

@@ -24,5 +24,27 @@ def test_the_benchmark_runs_every_side(ray_local, capsys, tmp_path):
     assert settings["trl"]["gradient_checkpointing"] is settings["raylab"]["gradient_checkpointing"] is False
     assert settings["trl"]["torch_threads"] == settings["raylab"]["learner_threads"] == 1
     results = json.loads((run_dir / "results.json").read_text())
-    assert {"trl_step_s", "raylab_hf", "raylab_torch", "rollout_tokens_per_s"} <= set(results)
-    assert "x TRL" in (run_dir / "results.md").read_text()
+    assert {"trl_step_s", "raylab_hf", "raylab_torch", "rollout_tokens_per_s", "rounds"} <= set(results)
+    assert [r["side"] for r in results["rounds"]] == ["trl", "hf", "torch"]
+    assert all("load_before" in r and "load_after" in r for r in results["rounds"])
+    assert "round 1 TRL GRPOTrainer" in out and "x TRL (median of rounds)" in (run_dir / "results.md").read_text()
+
+
+def test_sides_alternate_and_the_paired_ratio_ignores_a_burst_in_one_round():
+    from argparse import Namespace
+
+    sides = ["trl", "hf", "torch"]
+    assert [bench.round_order(sides, r) for r in range(3)] == [sides, sides[::-1], sides]
+    # TRL's round 2 hit a burst (10x slower) while raylab hf held at 0.8 s: that round's ratio (0.08) is an
+    # outlier, which the median over rounds drops
+    trl = [[1.0, 1.0], [10.0, 10.0], [1.0, 1.0]]
+    rounds = []
+    for r in range(3):
+        rounds.append({"round": r + 1, "side": "trl", "step_s": trl[r], "median_s": trl[r][0]})
+        phases = [{"step_s": 0.8, "rollout_s": 0.4, "learner_s": 0.3, "sync_s": 0.1}] * 2
+        rounds.append({"round": r + 1, "side": "hf", "step_s": [0.8, 0.8], "median_s": 0.8, "phases": phases})
+    results, rows = bench.summarize_rounds(rounds, ["trl", "hf"], Namespace(workers=2))
+    assert results["raylab_hf"]["x_trl_per_round"] == pytest.approx([0.8, 0.08, 0.8])
+    assert results["raylab_hf"]["x_trl_paired"] == pytest.approx(0.8)
+    assert results["trl_step_s"] == 1.0 and results["raylab_hf"]["x_trl_pooled"] == pytest.approx(0.8)
+    assert rows[1][0] == "raylab (hf rollouts, 2 workers)"
