@@ -12,9 +12,10 @@ waiting requests (after waiting at most `max_wait_s` for more) that share decodi
 lengths share a batch through left padding (`generate(..., prompt_lengths=...)`) where the options allow it
 (answer block layout, no cache), else a batch also shares the prompt length. By default a batch runs to
 completion. With `continuous=True` an actor batches continuously (`raylab.diffusion.decoding.decode_stream`,
-run in a worker thread so that requests keep arriving): requests of the batch's prompt length and options join
-it between forwards while it has fewer than `max_batch` rows, and each result is returned as its row ends
-(plain forwards only: options with a cache, the absolute layout or padding run batch by batch).
+run in a worker thread so that requests keep arriving): requests with the batch's options, of any prompt
+length (left padding, widened when a longer prompt joins), join it between forwards while it has fewer than
+`max_batch` rows, and each result is returned as its row ends (plain forwards only: options with a cache, the
+absolute layout or a draft policy run batch by batch).
 Every sequence of a batch decodes exactly as it would alone (see the decoding tests), so batching changes
 speed, never answers. The pool deals requests to its actors in turn.
 """
@@ -81,8 +82,8 @@ class DecoderActor:
             await asyncio.sleep(0)  # let requests that arrived while decoding join the queue
 
     def _key(self, request) -> tuple:
-        if self._streamed(request[1]) is not None:
-            return request[0].shape, tuple(sorted(request[1].items()))
+        if self._streamed(request[1]) is not None:  # any prompt length: rows are left-padded
+            return None, tuple(sorted(request[1].items()))
         return _batch_key(request)
 
     def _streamed(self, options: dict) -> dict | None:
@@ -120,25 +121,24 @@ class DecoderActor:
                       "batch_size": running[0] + 1}
             loop.call_soon_threadsafe(futures[index].set_result, result)
 
+        prompts, lengths = _left_pad([r[0] for r in batch], batch[0][1].get("mask_token_id"))
         try:
-            await asyncio.to_thread(decode_stream, self.model, torch.stack([r[0] for r in batch]), join=join,
-                                    done=done, **self._streamed(batch[0][1]))
+            await asyncio.to_thread(decode_stream, self.model, prompts, join=join, done=done,
+                                    prompt_lengths=lengths, **self._streamed(batch[0][1]))
         except Exception as err:  # every unanswered caller gets the error, the actor keeps serving
             for f in futures:
                 if not f.done():
                     f.set_exception(err)
 
     def _run(self, batch: list) -> None:
-        prompts, options = [r[0] for r in batch], batch[0][1]
-        P = max(len(p) for p in prompts)
-        pads = [P - len(p) for p in prompts]
-        if any(pads):
-            fill = 1 if options.get("mask_token_id") == 0 else 0  # any token but the mask: it is never attended
-            prompts = [torch.cat([torch.full((n,), fill, dtype=p.dtype, device=p.device), p])
-                       for n, p in zip(pads, prompts)]
-            options = {**options, "prompt_lengths": torch.tensor([P - n for n in pads])}
+        options = batch[0][1]
+        prompts, lengths = _left_pad([r[0] for r in batch], options.get("mask_token_id"))
+        P = prompts.shape[1]
+        pads = [P - len(r[0]) for r in batch]
+        if lengths is not None:
+            options = {**options, "prompt_lengths": lengths}
         try:
-            out = generate(self.model, torch.stack(prompts), **options)
+            out = generate(self.model, prompts, **options)
         except Exception as err:  # every caller of the batch gets the error, the actor keeps serving
             for *_, done in batch:
                 done.set_exception(err)
@@ -148,6 +148,16 @@ class DecoderActor:
             done.set_result({"sequence": out.sequences[i, pads[i]:], "nfe": int(out.nfe[i]),
                              "model_calls": int(out.model_calls[i]), "decode_step": out.decode_step[i],
                              "batch_size": len(batch)})
+
+
+def _left_pad(prompts: list, mask_token_id: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(prompts stacked, left-padded to the longest; their real lengths, or None when all are that long)."""
+    P = max(len(p) for p in prompts)
+    if all(len(p) == P for p in prompts):
+        return torch.stack(prompts), None
+    fill = 1 if mask_token_id == 0 else 0  # any token but the mask: it is never attended
+    padded = [torch.cat([torch.full((P - len(p),), fill, dtype=p.dtype, device=p.device), p]) for p in prompts]
+    return torch.stack(padded), torch.tensor([len(p) for p in prompts])
 
 
 def _batch_key(request) -> tuple:

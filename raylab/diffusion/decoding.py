@@ -142,14 +142,19 @@ class Forward:
     def __init__(self, model: Callable, prompt_len: int, gen_length: int, block_length: int, mask_token_id: int,
                  attention: str, shifted_logits: bool, layout: str = "answer",
                  prompt_lengths: torch.Tensor | None = None):
-        self.model, self.prompt_len, self.mask_token_id = model, prompt_len, mask_token_id
-        self.shifted = shifted_logits
-        self.mask = (block_causal_mask(prompt_len, gen_length, block_length, layout) if attention == "block_causal"
-                     else None)
+        self.model, self.mask_token_id, self.shifted = model, mask_token_id, shifted_logits
+        self.gen_length, self.block_length, self.layout, self.attention = gen_length, block_length, layout, attention
         self.calls, self.prefill_passes = 0, 0
+        self.resize(prompt_len, prompt_lengths)
+
+    def resize(self, prompt_len: int, prompt_lengths: torch.Tensor | None) -> None:
+        """Rows are `prompt_len` prompt tokens (left-padded to it when `prompt_lengths` gives real lengths)."""
+        self.prompt_len = prompt_len
+        self.mask = (block_causal_mask(prompt_len, self.gen_length, self.block_length, self.layout)
+                     if self.attention == "block_causal" else None)
         self.padding = None
         if prompt_lengths is not None:  # left padding: pad keys are invisible, positions start at each prompt
-            pos = torch.arange(prompt_len + gen_length, device=prompt_lengths.device)
+            pos = torch.arange(prompt_len + self.gen_length, device=prompt_lengths.device)
             pad = prompt_len - prompt_lengths
             self.padding = pos[None, :] >= pad[:, None], (pos[None, :] - pad[:, None]).clamp(min=0)
 
@@ -279,14 +284,16 @@ def decode_stream(model: Callable, prompt_ids: torch.Tensor, *, join: Callable[[
                   mask_token_id: int, shifted_logits: bool = False, attention: str = "full",
                   eager_drafts: bool = False, adaptive_drafts: bool = False, token_budget: int | None = None,
                   eos_token_id: int | None = None, stop_on_eos_block: bool = False,
-                  fill_block_start: bool = False) -> int:
+                  fill_block_start: bool = False, prompt_lengths: torch.Tensor | None = None) -> int:
     """Continuous batching: decodes `prompt_ids` while rows join and leave between forwards.
 
-    Before each forward `join()` may return more prompts (1-D, of `prompt_ids`' length), which start decoding
-    with the batch; when a row finishes, `done(index, sequence, nfe, decode_step)` is called at once (index
-    counts rows in order of arrival). Each row's result equals `generate` on it alone (the same rules, one row's
-    logits never depend on another's). Plain forwards only (answer layout, no caches, no padding). Returns the
-    number of rows decoded."""
+    Before each forward `join()` may return more prompts (1-D, of any length), which start decoding with the
+    batch; when a row finishes, `done(index, sequence, nfe, decode_step)` is called at once (index counts rows in
+    order of arrival; `sequence` is the row's own prompt, unpadded, and its answer). Rows of different prompt
+    lengths share the calls by left padding (as `generate(..., prompt_lengths=...)`): `prompt_ids` may be
+    left-padded already (`prompt_lengths` its rows' real lengths), and a longer joining prompt widens the padding
+    of every row. Each row's result equals `generate` on it alone (the same rules, one row's logits never depend
+    on another's). Plain forwards only (answer layout, no caches). Returns the number of rows decoded."""
     block_length = block_length or gen_length
     vocab, ctx = model_limits(model)
     check_inputs(prompt_ids, gen_length=gen_length, block_length=block_length, draft_steps=draft_steps,
@@ -294,11 +301,19 @@ def decode_stream(model: Callable, prompt_ids: torch.Tensor, *, join: Callable[[
                  shifted_logits=shifted_logits, method=method, attention=attention, eos_token_id=eos_token_id,
                  stop_on_eos_block=stop_on_eos_block)
     B, P = prompt_ids.shape
-    forward = Forward(model, P, gen_length, block_length, mask_token_id, attention, shifted_logits)
+    if prompt_lengths is not None:
+        prompt_lengths = torch.as_tensor(prompt_lengths, device=prompt_ids.device)
+    forward = Forward(model, P, gen_length, block_length, mask_token_id, attention, shifted_logits,
+                      prompt_lengths=prompt_lengths)
     answer = torch.full((B, gen_length), mask_token_id, dtype=prompt_ids.dtype, device=prompt_ids.device)
     block = position_blocks(P, gen_length, block_length, "answer", prompt_ids.device)[P:]
     state = _State(prompt_ids, answer, forward, block, block_length, mask_token_id,
-                   eos_token_id if stop_on_eos_block else None, join=join, done=done, fill_start=fill_block_start)
+                   eos_token_id if stop_on_eos_block else None, join=join, done=done, fill_start=fill_block_start,
+                   lengths=prompt_lengths)
+    state.check = lambda p: check_inputs(  # a joining prompt is checked as a call's would be
+        p[None], gen_length=gen_length, block_length=block_length, draft_steps=draft_steps, threshold=threshold,
+        mask_token_id=mask_token_id, vocab_size=vocab, max_length=ctx, shifted_logits=shifted_logits,
+        method=method, attention=attention, eos_token_id=eos_token_id, stop_on_eos_block=stop_on_eos_block)
     with torch.no_grad():
         if method == "freedave":
             _freedave(state, draft_steps, eager_drafts, adaptive_drafts, token_budget)
@@ -312,25 +327,42 @@ class _State:
     """The batch being decoded: answers, per-sequence forward counts and the step that fixed each token."""
 
     def __init__(self, prompt_ids, answer, forward, block, block_length, mask_token_id, stop_eos,
-                 join: Callable | None = None, done: Callable | None = None, fill_start: bool = False):
+                 join: Callable | None = None, done: Callable | None = None, fill_start: bool = False,
+                 lengths: torch.Tensor | None = None):
         self.fill_start = fill_start  # a block's first token is filled first (Dream's official block decoding)
+        self.lengths = lengths  # real prompt lengths when rows are left-padded (continuous batching), else None
+        self.check: Callable | None = None
         self.prompt, self.answer, self.forward = prompt_ids, answer, forward
         self.block, self.L, self.mask_id, self.stop_eos = block, block_length, mask_token_id, stop_eos
         self.nfe = torch.zeros(answer.shape[0], dtype=torch.long, device=answer.device)
         self.step = torch.zeros_like(answer)
         self.join, self.done = join, done  # continuous batching (`decode_stream`); None for `generate`
         self.delivered = torch.zeros(answer.shape[0], dtype=torch.bool, device=answer.device)
+        self.pad_id = 1 if mask_token_id == 0 else 0  # left padding: any token but the mask (never attended)
 
     def active(self) -> torch.Tensor:
         return (self.answer == self.mask_id).any(dim=1).nonzero().squeeze(1)
 
     def admit(self) -> torch.Tensor:
-        """Rows that join between forwards (`join()` gives prompts of this batch's length); their indices."""
+        """Rows that join between forwards (`join()` gives 1-D prompts); their indices. Prompts of another length
+        than the batch's are left-padded, and a longer one widens every row's padding."""
         prompts = self.join() if self.join is not None else []
         if not len(prompts):
             return self.nfe[:0]
-        new = torch.stack(list(prompts)).to(self.prompt.device)
+        prompts = [p.to(self.prompt.device) for p in prompts]
+        for p in prompts:
+            self.check(p)
+        P, width = self.prompt.shape[1], max(len(p) for p in prompts)
+        if self.lengths is None and any(len(p) != P for p in prompts):
+            self.lengths = torch.full((len(self.prompt),), P, device=self.prompt.device)
+        if width > P:  # every row gets more left padding
+            self.prompt = torch.cat([self.prompt.new_full((len(self.prompt), width - P), self.pad_id), self.prompt], 1)
+            P = width
+        new = torch.stack([torch.cat([p.new_full((P - len(p),), self.pad_id), p]) for p in prompts])
         n, old = len(new), len(self.prompt)
+        if self.lengths is not None:
+            self.lengths = torch.cat([self.lengths, torch.tensor([len(p) for p in prompts], device=new.device)])
+            self.forward.resize(P, self.lengths)
         self.prompt = torch.cat([self.prompt, new])
         self.answer = torch.cat([self.answer, torch.full((n, self.answer.shape[1]), self.mask_id,
                                                          dtype=self.answer.dtype, device=self.answer.device)])
@@ -344,8 +376,10 @@ class _State:
         if self.done is None:
             return
         finished = ~(self.answer == self.mask_id).any(dim=1) & ~self.delivered
+        P = self.prompt.shape[1]
         for i in finished.nonzero().squeeze(1).tolist():
-            self.done(i, torch.cat([self.prompt[i], self.answer[i]]), int(self.nfe[i]), self.step[i].clone())
+            prompt = self.prompt[i] if self.lengths is None else self.prompt[i, P - int(self.lengths[i]):]
+            self.done(i, torch.cat([prompt, self.answer[i]]), int(self.nfe[i]), self.step[i].clone())
         self.delivered |= finished
 
     def stop_after_eos_blocks(self, rows: torch.Tensor) -> None:

@@ -54,17 +54,20 @@ def test_continuous_batching_lets_requests_join_a_running_batch(ray_local, tmp_p
     model = random_transformer(6).float()
     model.save(tmp_path)
     load = functools.partial(TinyMDLM.load, tmp_path, torch.float64)
-    prompts = torch.randint(0, MASK, (10, 3), generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(0, MASK, (n,), generator=g) for n in (3, 2, 4, 3, 5, 2, 3, 4, 2, 5)]
     opts = {**DEFAULTS, "gen_length": 16}
     pool = DecoderPool(load, num_actors=1, defaults=opts, max_batch=3, max_wait_s=0.05, num_cpus=0.5,
                        continuous=True)
     try:
         results = ray.get([pool.submit(p) for p in prompts])  # 10 requests, at most 3 rows at a time
         joined = ray.get(pool.actors[0].joined_count.remote())
+        batches = pool.batch_sizes()  # each batch's rows when it started
     finally:
         pool.shutdown()
     local = load()
     for p, r in zip(prompts, results):
         alone = generate(local, p[None], **opts)
         assert torch.equal(r["sequence"], alone.sequences[0]) and r["nfe"] == int(alone.nfe[0])
-    assert joined > 0 and max(r["batch_size"] for r in results) <= 3
+    assert max(r["batch_size"] for r in results) <= 3
+    assert joined > 0 and joined == 10 - sum(batches)  # rows of any length joined running batches

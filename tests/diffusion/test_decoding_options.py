@@ -230,3 +230,28 @@ def test_rows_join_and_leave_between_forwards(method):
         alone = generate(MODEL, prompts[i:i + 1], **kw)
         assert torch.equal(finished[i][0], alone.sequences[0]) and finished[i][1] == int(alone.nfe[0])
     assert finished[0][2] < finished[6][2]  # early rows left before the late ones ended
+
+
+@pytest.mark.parametrize("attention", ["full", "block_causal"])
+@pytest.mark.parametrize("method", ["static", "freedave"])
+def test_rows_of_different_prompt_lengths_join_mid_flight(attention, method):
+    from raylab.diffusion.decoding import decode_stream
+    from raylab.diffusion.native import random_model
+
+    model = random_model("dream", seed=2, scale=8.0).double()  # shifted logits: the prompt's end matters
+    mask_id = model.mask_token_id
+    g = torch.Generator().manual_seed(9)
+    prompts = [torch.randint(0, mask_id, (n,), generator=g) for n in (3, 3, 2, 5, 3, 6, 2)]
+    kw = dict(method=method, gen_length=8, block_length=4, draft_steps=4, mask_token_id=mask_id,
+              shifted_logits=True, attention=attention)
+    # rows 0, 1 start; a shorter one joins, then longer ones (each widens every row's padding)
+    arrivals = [[prompts[2]], [prompts[3]], [], [prompts[4], prompts[5]], [prompts[6]]]
+    finished = {}
+    total = decode_stream(model, torch.stack(prompts[:2]), join=lambda: arrivals.pop(0) if arrivals else [],
+                          done=lambda i, seq, nfe, step: finished.__setitem__(i, (seq, nfe, step)), **kw)
+    assert total == 7 and sorted(finished) == list(range(7))
+    for i, p in enumerate(prompts):
+        alone = generate(model, p[None], **kw)
+        sequence, nfe, step = finished[i]
+        assert torch.equal(sequence, alone.sequences[0]) and nfe == int(alone.nfe[0]), i
+        assert torch.equal(step, alone.decode_step[0])
