@@ -3,6 +3,7 @@
     raylab bench freedave                                     # batch 1,4,16; tiny MDLM + a random model per arch
     raylab bench freedave --batch 1,4,16 --model tiny,sdar    # a subset
     raylab bench freedave --model /models/TraDo-4B-Instruct --device cuda --samples 32
+    raylab bench freedave --serving                           # continuous vs batch-by-batch serving
 
 Models (`--model`, comma-separated): `tiny` is the committed tiny MDLM (assets/tiny_mdlm) on held-out problems of
 its task; `llada`, `dream`, `sdar` are tiny random native models of each architecture (random prompts; a random
@@ -17,6 +18,15 @@ exact-match column is its agreement with static decoding). For each: tokens/NFE,
 interleaved so that a shared machine's load hits them alike; the spread, min and max, is kept too) and exact
 match vs static; the metrics are `raylab.diffusion.metrics`'. Writes a run directory (settings.json with the
 machine's load average, results.json, results.md).
+
+`--serving` measures serving instead: one stream of `--requests` requests (random prompts of lengths
+`--prompt-lengths`, Poisson arrivals at `--rate` per second, fixed seed) replayed in this process, on the
+wall clock, through the two scheduling rules of `DecoderActor` with at most `--max-batch` rows: `batches`
+(whatever has arrived when the decoder is free, left-padded, run to completion by `generate`) and
+`continuous` (`decode_stream`: arrived requests join between forwards, each leaves when done), for each
+`--model` (the first batch size's model setting) and method static / freedave. Reported: requests/s (requests
+over the time from the first arrival to the last answer), mean / median / p95 latency (answer time minus
+arrival), and whether both rules gave every request the same sequence. Ray's transport is not in it.
 """
 from __future__ import annotations
 
@@ -111,6 +121,107 @@ def measure(model, prompts, opts: dict, batch: int, args) -> dict:
                 "seconds": seconds[m]} for m in methods}
 
 
+def request_stream(model_vocab: list[int], n: int, lengths: list[int], rate: float, seed: int) -> list:
+    """[(arrival seconds, prompt)]: Poisson arrivals, prompt lengths drawn from `lengths`."""
+    g = torch.Generator().manual_seed(seed)
+    gaps = torch.empty(n, dtype=torch.float64).exponential_(rate, generator=g)
+    vocab = torch.tensor(model_vocab)
+    out, t = [], 0.0
+    for i in range(n):
+        t += float(gaps[i]) if i else 0.0
+        length = lengths[int(torch.randint(0, len(lengths), (1,), generator=g))]
+        out.append((t, vocab[torch.randint(0, len(vocab), (length,), generator=g)]))
+    return out
+
+
+def _left_pad(prompts: list, fill: int) -> tuple[torch.Tensor, torch.Tensor]:
+    P = max(len(p) for p in prompts)
+    padded = [torch.cat([torch.full((P - len(p),), fill, dtype=p.dtype), p]) for p in prompts]
+    return torch.stack(padded), torch.tensor([len(p) for p in prompts])
+
+
+def serve(model, stream: list, max_batch: int, continuous: bool, opts: dict) -> tuple[list, list, float]:
+    """Replays `stream` on the wall clock: (answer sequences, latencies, seconds from first arrival to last
+    answer) under batch-by-batch (`continuous=False`) or continuous batching."""
+    from raylab.diffusion.decoding import decode_stream
+
+    fill = 1 if opts["mask_token_id"] == 0 else 0
+    start, nxt, n = time.perf_counter(), 0, len(stream)
+    answers, latency = [None] * n, [0.0] * n
+
+    def arrived(room: int) -> list[int]:  # indices of requests that have arrived, up to `room`
+        nonlocal nxt
+        now, taken = time.perf_counter() - start, []
+        while nxt < n and len(taken) < room and stream[nxt][0] <= now:
+            taken.append(nxt)
+            nxt += 1
+        return taken
+
+    def finished(i: int, sequence: torch.Tensor) -> None:
+        answers[i] = sequence
+        latency[i] = time.perf_counter() - start - stream[i][0]
+
+    while nxt < n:
+        time.sleep(max(0.0, stream[nxt][0] - (time.perf_counter() - start)))
+        first = arrived(max_batch)
+        prompts, lengths = _left_pad([stream[i][1] for i in first], fill)
+        if not continuous:
+            out = generate(model, prompts, prompt_lengths=lengths, **opts)
+            P = prompts.shape[1]
+            for row, i in enumerate(first):
+                finished(i, out.sequences[row, P - len(stream[i][1]):])
+            continue
+        rows, live = list(first), [len(first)]
+
+        def join() -> list:
+            taken = arrived(max_batch - live[0])
+            rows.extend(taken)
+            live[0] += len(taken)
+            return [stream[i][1] for i in taken]
+
+        def done(index: int, sequence: torch.Tensor, nfe: int, step: torch.Tensor) -> None:
+            live[0] -= 1
+            finished(rows[index], sequence)
+
+        decode_stream(model, prompts, join=join, done=done, prompt_lengths=lengths, **opts)
+    if prompts.is_cuda:
+        torch.cuda.synchronize()
+    return answers, latency, time.perf_counter() - start - stream[0][0]
+
+
+def serving(args, ctx) -> tuple[dict, list]:
+    results, table_rows = {}, []
+    lengths = [int(x) for x in args.prompt_lengths.split(",")]
+    for spec in args.model.split(","):
+        model, prompts, opts, label = setup(spec, 1, args.device, args.gen_length)
+        if opts.get("block_layout", "answer") != "answer":
+            print(f"{label}: skipped (continuous batching needs the answer block layout)", flush=True)
+            continue
+        vocab = sorted(set(prompts.flatten().tolist()) | set(range(min(64, opts["mask_token_id"]))))
+        vocab = [t for t in vocab if t != opts["mask_token_id"]]
+        stream = request_stream(vocab, args.requests, lengths, args.rate, seed=3)
+        for method in ("static", "freedave"):
+            kw = {**{k: v for k, v in opts.items() if k != "block_layout"}, "method": method,
+                  "draft_steps": args.draft_steps}
+            serve(model, stream[: 2 * args.max_batch], args.max_batch, True, kw)  # warm-up
+            got = {}
+            for rule in ("batches", "continuous"):
+                answers, latency, seconds = serve(model, stream, args.max_batch, rule == "continuous", kw)
+                lat = sorted(latency)
+                got[rule] = answers
+                row = {"requests_per_s": len(stream) / seconds, "latency_mean_s": sum(lat) / len(lat),
+                       "latency_p50_s": lat[len(lat) // 2], "latency_p95_s": lat[int(0.95 * (len(lat) - 1))]}
+                results[f"{spec}/{method}/{rule}"] = {"model": label, **row}
+                table_rows.append([label, method, rule, row["requests_per_s"], 1e3 * row["latency_mean_s"],
+                                   1e3 * row["latency_p50_s"], 1e3 * row["latency_p95_s"]])
+            same = all(torch.equal(a, b) for a, b in zip(got["batches"], got["continuous"]))
+            results[f"{spec}/{method}/same_answers"] = same
+            for row in table_rows[-2:]:
+                row.append("yes" if same else "NO")
+            print(f"{label} {method}: " + ", ".join(f"{r[2]} {r[3]:.1f} req/s" for r in table_rows[-2:]), flush=True)
+    return results, table_rows
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="raylab bench freedave", description=__doc__.splitlines()[0])
     add_bench_args(p, ray=False)
@@ -122,7 +233,23 @@ def main(argv: list[str]) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--serving", action="store_true", help="measure continuous vs batch-by-batch serving instead")
+    p.add_argument("--requests", type=int, default=64, help="--serving: requests in the stream")
+    p.add_argument("--rate", type=float, default=200.0, help="--serving: mean arrivals per second")
+    p.add_argument("--prompt-lengths", default="3,5,7,9", help="--serving: prompt lengths drawn from")
+    p.add_argument("--max-batch", type=int, default=8, help="--serving: rows decoded at a time")
     args = p.parse_args(argv)
+    if args.serving:
+        if args.model == p.get_default("model"):
+            args.model = "llada,dream"
+        if args.requests < 1 or args.rate <= 0 or args.max_batch < 1:
+            p.error("--requests, --rate and --max-batch must be positive")
+        torch.set_num_threads(args.threads)
+        with bench_run("freedave-serving", args, settings=vars(args), use_ray=False) as ctx:
+            results, rows = serving(args, ctx)
+            finish(ctx, results, markdown_table(["model", "method", "scheduling", "requests/s", "latency mean ms",
+                                                 "latency p50 ms", "latency p95 ms", "same answers"], rows))
+        return 0
     try:
         batches = [int(b) for b in args.batch.split(",")]
     except ValueError:

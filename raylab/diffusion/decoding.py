@@ -381,6 +381,11 @@ class _State:
             prompt = self.prompt[i] if self.lengths is None else self.prompt[i, P - int(self.lengths[i]):]
             self.done(i, torch.cat([prompt, self.answer[i]]), int(self.nfe[i]), self.step[i].clone())
         self.delivered |= finished
+        if self.lengths is not None and finished.any() and not self.delivered.all():
+            need = int(self.lengths[~self.delivered].max())  # the padding shrinks when the longest rows leave
+            if need < P:
+                self.prompt = self.prompt[:, P - need:]
+                self.forward.resize(need, self.lengths.clamp(max=need))
 
     def stop_after_eos_blocks(self, rows: torch.Tensor) -> None:
         """A row whose answer holds a finished block of EOS tokens only is done: every later answer position

@@ -18,3 +18,16 @@ def test_bench_writes_a_run_directory_with_every_batch_and_model(tmp_path, capsy
     assert "freedave_dual_cache" in results["tiny/batch1"] and "freedave_dual_cache" not in results["sdar/batch1"]
     assert results["tiny/batch1"]["freedave"]["tokens_per_nfe"] > 2.5
     assert "| tiny MDLM (ReverseTask) | 1 | freedave |" in (run / "results.md").read_text()
+
+
+def test_serving_bench_replays_one_stream_through_both_schedules(tmp_path):
+    assert main(["--serving", "--model", "llada", "--requests", "6", "--rate", "500", "--max-batch", "3",
+                 "--output-dir", str(tmp_path)]) == 0
+    run = next(tmp_path.glob("bench-freedave-serving-*"))
+    results = json.loads((run / "results.json").read_text())
+    for method in ("static", "freedave"):
+        assert results[f"llada/{method}/same_answers"] is True  # both schedules: every request's own answer
+        for rule in ("batches", "continuous"):
+            r = results[f"llada/{method}/{rule}"]
+            assert r["requests_per_s"] > 0 and 0 < r["latency_p50_s"] <= r["latency_p95_s"]
+    assert "| random llada | freedave | continuous |" in (run / "results.md").read_text()
