@@ -472,7 +472,7 @@ def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budg
     called = time.perf_counter()
     logits = _call(s, rows, s.answer[rows])
     if policy is not None:  # a static step's call: one row per sequence
-        policy.observe_call(row_tokens, len(rows), time.perf_counter() - called)
+        policy.observe_call(row_tokens, len(rows), _clock(logits) - called)
     _commit(s, torch.arange(len(rows), device=rows.device))
     s.nfe[rows] += 1
     ranked = policy is None
@@ -510,7 +510,7 @@ def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budg
         if len(r_idx):
             called = time.perf_counter()
             draft_logits = _call(s, rows[r_idx], drafts[r_idx, j_idx])
-            call_s = time.perf_counter() - called
+            call_s = (_clock(draft_logits) if policy is not None else time.perf_counter()) - called
             s.nfe[rows[verify.any(dim=1)]] += 1
             # ok[r, j] : draft j+1 equals the static successor of draft j (j = 0 .. k-2); only drafts that have
             # a next draft need their successor (a row's last draft is kept for its logits alone)
@@ -551,6 +551,13 @@ def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budg
             continue
         if not len(rows):
             break
+
+
+def _clock(result: torch.Tensor) -> float:
+    """The time once `result` is computed (a GPU's queued kernels are waited for: calls are timed, not launched)."""
+    if result.is_cuda:
+        torch.cuda.synchronize(result.device)
+    return time.perf_counter()
 
 
 def _call(s: _State, rows: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:

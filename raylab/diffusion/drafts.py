@@ -19,8 +19,9 @@ itself (no draft bookkeeping). A d > 1 must beat static's rate by `margin`.
   extrapolation). A row's expected accepted count with d drafts is 1 + q_1 + q_1 q_2 + ... (d terms).
 - Seconds per call: either `call_seconds(rows)` given (a fixed, e.g. calibrated, cost model), or measured online:
   every model call (the first forward of each call, one row per sequence as static makes, and each FreeDave
-  verification) is timed, and a line seconds = a + b * rows is fitted per row length by least squares over all
-  calls, older calls weighted down by `decay` per call (one noisy call on a shared machine moves it little). The
+  verification) is timed; per row length and number of rows fed the median of the last `window` timings is
+  kept (a call preempted on a shared machine moves it little), and a line seconds = a + b * rows is fitted
+  through those medians by least squares, weighted by how many timings each holds. The
   bookkeeping around a call is kept apart, as the medians of the last `window` measurements of a static step's
   (one ranking) and of a FreeDave round's (ranking, drafts, verification): a round costs call(rows fed) + round
   bookkeeping, a static step call(rows) + static bookkeeping. With fewer than two measured row counts the
@@ -40,7 +41,7 @@ import torch
 
 class CostAwareDrafts:
     def __init__(self, max_drafts: int = 8, *, prior: float = 0.5, prior_weight: float = 2.0,
-                 margin: float = 0.1, window: int = 15, decay: float = 0.99, explore_every: int = 16,
+                 margin: float = 0.1, window: int = 15, explore_every: int = 16,
                  call_seconds: Callable[[int], float] | None = None):
         if max_drafts < 1:
             raise ValueError(f"max_drafts: must be >= 1, got {max_drafts}")
@@ -48,14 +49,13 @@ class CostAwareDrafts:
             raise ValueError(f"prior: must be in [0, 1], got {prior}")
         if window < 1:
             raise ValueError(f"window: must be >= 1, got {window}")
-        if not 0.0 < decay <= 1.0:
-            raise ValueError(f"decay: must be in (0, 1], got {decay}")
         self.k, self.prior, self.weight, self.margin, self.window = max_drafts, prior, prior_weight, margin, window
-        self.decay, self.explore_every, self.static_picks = decay, explore_every, 0
+        self.explore_every, self.static_picks = explore_every, 0
         self.call_seconds = call_seconds
         self.successes = [0.0] * max_drafts  # index j: draft j+1 accepted after draft j (j = 1 .. k-1)
         self.trials = [0.0] * max_drafts
-        self.times: dict[int, list[float]] = {}  # row length -> decayed sums w, w n, w t, w n^2, w n t
+        self.times: dict[int, dict[int, list[float]]] = {}  # row length -> {rows fed: the last timings}
+        self.fits: dict[int, tuple[float, float] | None] = {}  # row length -> (a, b), refitted after a timing
         self.overhead: dict[str, list[float]] = {"static": [], "round": []}  # the last bookkeeping seconds
 
     # --- what it learns -------------------------------------------------------------------------------------
@@ -63,9 +63,23 @@ class CostAwareDrafts:
         """A model call that fed `rows` rows of `row_tokens` tokens took `seconds`."""
         if self.call_seconds is not None or rows < 1:
             return
-        sums = self.times.setdefault(row_tokens, [0.0] * 5)
-        for i, v in enumerate((1.0, rows, seconds, rows * rows, rows * seconds)):
-            sums[i] = self.decay * sums[i] + v
+        table = self.times.setdefault(row_tokens, {})
+        table[rows] = (table.get(rows, []) + [seconds])[-self.window:]
+        self.fits.pop(row_tokens, None)
+
+    def _fit(self, row_tokens: int) -> tuple[float, float] | None:
+        if row_tokens not in self.fits:
+            table, fit = self.times.get(row_tokens, {}), None
+            if len(table) >= 2:
+                points = [(n, _median(ts), len(ts)) for n, ts in table.items()]
+                w = sum(c for _, _, c in points)
+                mean_n = sum(n * c for n, _, c in points) / w
+                mean_t = sum(t * c for _, t, c in points) / w
+                var = sum(c * (n - mean_n) ** 2 for n, _, c in points)
+                slope = max(0.0, sum(c * (n - mean_n) * (t - mean_t) for n, t, c in points) / var)
+                fit = (mean_t - slope * mean_n, slope)
+            self.fits[row_tokens] = fit
+        return self.fits[row_tokens]
 
     def observe_overhead(self, kind: str, seconds: float) -> None:
         """Bookkeeping seconds around a call: kind "static" (a step's ranking) or "round" (a FreeDave round's)."""
@@ -73,8 +87,7 @@ class CostAwareDrafts:
 
     def bookkeeping(self, kind: str) -> float:
         """The median of the last measured bookkeeping seconds of `kind` (0 before any)."""
-        values = sorted(self.overhead[kind])
-        return values[len(values) // 2] if values else 0.0
+        return _median(self.overhead[kind]) if self.overhead[kind] else 0.0
 
     def observe_round(self, n_drafts: torch.Tensor, accepted: torch.Tensor) -> None:
         """Rows drafted `n_drafts` states and accepted `accepted` of them (>= 1 each)."""
@@ -96,15 +109,8 @@ class CostAwareDrafts:
         """Expected seconds of a call feeding `rows` rows (None until calls of two sizes are measured)."""
         if self.call_seconds is not None:
             return float(self.call_seconds(rows))
-        if row_tokens not in self.times:
-            return None
-        w, n, t, nn, nt = self.times[row_tokens]
-        mean_n, mean_t = n / w, t / w
-        var = nn / w - mean_n ** 2
-        if var <= 1e-9 * max(1.0, mean_n ** 2):
-            return None
-        slope = max(0.0, (nt / w - mean_n * mean_t) / var)
-        return max(mean_t + slope * (rows - mean_n), 1e-9)
+        fit = self._fit(row_tokens)
+        return None if fit is None else max(fit[0] + fit[1] * rows, 1e-9)
 
     # --- the choice -----------------------------------------------------------------------------------------
     def choose(self, row_tokens: int, available: torch.Tensor) -> int:
@@ -135,3 +141,8 @@ class CostAwareDrafts:
             if self.static_picks % self.explore_every == 0:
                 return 2
         return best
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
