@@ -200,8 +200,9 @@ class BatchedRuns:
         At_v = qp.transpose(zetas[1][0], qp.residual(self.x, *zetas[0]))
         self.x = (self.x - tau_t * (g + rho_t * At_v)).clamp(0.0, 1.0)
         self.samples += 1
-        averaged = self.z + (self.x - self.z) / (self.t + 1)
-        self.z = torch.where(h["average"] > 0, averaged, self.x)
+        a = h["average"]  # the weighted mean of Penalty.step: weight a / (t + a - 1) on x_t, t counted from 1
+        averaged = self.z + (self.x - self.z) * (a / (self.t + a)).clamp(max=1.0)
+        self.z = torch.where(a > 0, averaged, self.x)
 
     def _cooper_alm(self) -> None:
         qp, h = self.qp, self.h

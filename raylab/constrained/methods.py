@@ -253,7 +253,9 @@ class SGDA(Optimizer):
 class Penalty(Optimizer):
     """x <- proj_X(x - tau_t (g + rho_t A(zeta')^T v(x, zeta))), y stays 0; the multiplier estimate is rho_t v.
     tau_t = tau (1 + t)^-decay / (L + rho_t ||A||^2): `decay` > 0 adds a step decay on top of the curvature bound.
-    With `average` = 1 the output is the running mean of x_1..x_t (kept in z), else the last iterate."""
+    `average` = a > 0 reports a weighted mean of x_1..x_t (kept in z), z_t = z_{t-1} + a / (t + a - 1) (x_t - z_{t-1}),
+    weights growing like t^(a-1): a = 1 is the plain running mean, a > 1 forgets the start (polynomial-decay
+    averaging, Shamir & Zhang 2013); a = 0 reports the last iterate."""
 
     name = "penalty"
 
@@ -272,7 +274,8 @@ class Penalty(Optimizer):
         self.x = primal_step(self.x, self.x, grad_f, torch.zeros_like(self.x), At_v, tau=tau_t, rho=rho_t, mu=0.0,
                              project=p.project)
         self.t += 1
-        self.z = self.z + (self.x - self.z) / self.t if self.hyper["average"] else self.x
+        a = self.hyper["average"]
+        self.z = self.z + (self.x - self.z) * (a / (self.t + a - 1)) if a else self.x
 
     def output(self) -> Tensor:
         return self.z

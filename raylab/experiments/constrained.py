@@ -76,7 +76,8 @@ class PenaltyHyper(Section):
     tau: float | None = Field(None, gt=0)
     power: float | None = Field(None, ge=0, description="rho_t = rho (1 + t)^power; above 1 is allowed")
     decay: float | None = Field(None, ge=0, description="extra step decay: tau_t gains a factor (1 + t)^-decay")
-    average: bool | None = Field(None, description="report the running average of x instead of the last x")
+    average: float | None = Field(None, ge=0, description="report a weighted mean of x, weights ~ t^(average-1) "
+                                  "(1: the plain running mean, 0: the last x)")
 
 
 class SgdaHyper(Section):

@@ -1,24 +1,42 @@
 """raylab bench alm: its pieces work (the measured figures come from running the benchmark, not from tests)."""
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 
-from raylab.bench.alm import CHECK_RATIO, HOLD, QP, check_points, cooper_gap, grids, instance, measure, trajectories
+from raylab.bench.alm import (
+    CHECK_FIRST,
+    CHECK_RATIO,
+    HOLD,
+    QP,
+    WORKER_NICENESS,
+    check_points,
+    cooper_gap,
+    grids,
+    instance,
+    measure,
+    target_check,
+    trajectories,
+)
 from raylab.constrained import nonconvex_qp, samples_to_reach
 
 
 def test_check_points_are_geometric_and_end_at_the_cap():
     points = check_points(5000)
-    assert points[0] == 200 and points[-1] == 5000
-    assert all(b / a == pytest.approx(CHECK_RATIO, abs=0.01) for a, b in zip(points[:-2], points[1:-1]))
+    assert points[0] == CHECK_FIRST and points[-1] == 5000
+    assert all(abs(p - CHECK_FIRST * CHECK_RATIO ** i) < 1 for i, p in enumerate(points[:-1]))
+    assert all(a < b for a, b in zip(points, points[1:]))
 
 
 def test_grids_have_the_sizes_the_protocol_promises():
     sizes = {name: len(points) for name, points in grids(instance("stochastic")[0]).items()}
-    assert sizes["ssl_alm"] >= 24 and sizes["storm_alm"] >= 24 and sizes["penalty"] == 36
+    assert sizes == {"ssl_alm": 84, "storm_alm": 189, "penalty": 81, "sgda": 20, "cooper_alm": 75}
     storm = grids(instance("stochastic")[0])["storm_alm"]
-    assert len({h["alpha"] for h in storm}) == 2  # STORM's alpha is tuned
-    assert {h["power"] for h in grids(instance("stochastic")[0])["penalty"]} >= {1.5}
+    assert len({h["alpha"] for h in storm}) == 3  # STORM's alpha is tuned
+    penalty = grids(instance("stochastic")[0])["penalty"]
+    assert {h["decay"] for h in penalty} == {0.25, 0.5, 0.75} and {h["average"] for h in penalty} == {8.0}
 
 
 def test_cooper_step_is_coopers_update():
@@ -28,7 +46,7 @@ def test_cooper_step_is_coopers_update():
 
 def test_early_stopping_is_exact():
     """The cutoff drops runs mid-way; the picks and every recorded reach equal those of full runs."""
-    hypers = grids(instance("stochastic")[0])["ssl_alm"][:6]
+    hypers = grids(instance("stochastic")[0])["ssl_alm"][48:54]  # step scale 1
     eps, cap = (0.3, 0.1), 6000
     checks = check_points(cap)
     full = trajectories("ssl_alm", "stochastic", hypers, [0, 1, 2], cap, {i: () for i in range(6)}, cutoff=False)
@@ -50,3 +68,30 @@ def test_quick_measure_reports_the_three_counts():
     assert r["grid_points"] == 1 and r["fresh_reached"] == 2
     assert r["oracle_calls"] < r["samples"] and r["constraint_samples"] == pytest.approx(2 * (r["samples"] -
                                                                                            r["oracle_calls"]))
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_local_ray_workers_run_at_normal_priority(tmp_path):
+    """Without --address the bench's local Ray instance starts its workers at niceness 0, not Ray's 15."""
+    script = ("import os, ray\n"
+              "from raylab.bench.alm import workers_at_normal_priority\n"
+              "assert workers_at_normal_priority(None) == '0'\n"
+              "ray.init(address='local', num_cpus=1, include_dashboard=False)\n"
+              "print('niceness', ray.get(ray.remote(lambda: os.nice(0)).remote()) - os.nice(0))\n"
+              "ray.shutdown()\n")
+    env = {k: v for k, v in os.environ.items() if k != WORKER_NICENESS}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180)
+    assert "niceness 0" in out.stdout, out.stderr[-2000:]
+
+
+def test_target_check_reads_the_measured_ratios():
+    lines = target_check({0.1: (0.5, False), 0.03: (12.0, False), 0.01: (40.0, True)})
+    assert lines == ["ratio >= 10 at eps 0.03: met (12.00)",
+                     "ratio >= 30 at eps 0.01: met (> 40.0 (no baseline within the cap))",
+                     "ratio rising as eps shrinks (0.1, 0.03, 0.01): met"]
+    lines = target_check({0.1: (2.0, False), 0.03: (1.5, False), 0.01: (7.4, True)})
+    assert lines[0].startswith("ratio >= 10 at eps 0.03: not met") and "not shown" in lines[1]
+    assert lines[2].endswith("not met")  # 2.0 -> 1.5 falls
+    assert target_check({0.1: (2.0, False), 0.03: (70.0, True), 0.01: (7.4, True)})[2].endswith(
+        "not shown (a ratio before the last is only a lower bound)")

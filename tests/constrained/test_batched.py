@@ -48,7 +48,7 @@ def hypers_for(method: str, problem) -> list[dict]:
         return [base, {"tau": 0.05, "eta": 0.5}, {"tau": 0.01, "eta": 2.0}]
     if method == "penalty":
         return [{**base, "power": 0.5, "decay": 0.25, "average": 1.0}, {**base, "rho": 3 * base["rho"], "power": 1.5},
-                {**base, "tau": 1.9, "average": 1.0}]
+                {**base, "tau": 1.9, "average": 4.0}]  # a weighted average that forgets the start
     return [base, {**base, "tau": 2 * base["tau"], "M_y": 0.3}, {**base, "eta": 3 * base["eta"], "rho": 0.5}]
 
 
