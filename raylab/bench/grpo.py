@@ -12,7 +12,9 @@ default beta=0), one update per batch, the same reward, the same end-of-sequence
 checkpointing setting (off unless `--gradient-checkpointing`; TRL's own default is on). Same threads: TRL's
 process has `--cpus` torch threads; raylab's `--workers` rollout actors share `--cpus` threads in the rollout
 phase and the learner actor has `--cpus` threads in its phase (the phases never overlap), and the actors' idle
-OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE) rather than spin into the other phase. raylab's step is timed
+OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE) rather than spin into the other phase; TRL runs in a fresh
+process per round with the same wait policy (set before its torch starts), so neither side's idle threads spin
+against a busy machine while the other's sleep. raylab's step is timed
 with the `hf` rollout backend (transformers `generate`, what TRL uses) and with the `torch` backend (raylab's own
 KV-cached sampler, the same distribution), so the table separates what the decoder buys from what the layout
 buys. The sides take turns for `--rounds` rounds, the order reversed every other round (TRL, raylab hf, raylab
@@ -59,6 +61,23 @@ def make_model(folder: Path, size: str) -> str:
 
 
 def time_trl(model_dir: str, args) -> list[float]:
+    """TRL's timed steps, in a fresh spawned process with OMP_WAIT_POLICY=PASSIVE, as raylab's actors have."""
+    import multiprocessing
+
+    previous = os.environ.get("OMP_WAIT_POLICY")
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # the child's OpenMP runtime reads it when torch loads there
+    try:
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            return pool.apply(trl_steps, (model_dir, args))
+    finally:
+        if previous is None:
+            os.environ.pop("OMP_WAIT_POLICY")
+        else:
+            os.environ["OMP_WAIT_POLICY"] = previous
+
+
+def trl_steps(model_dir: str, args) -> list[float]:
+    """Seconds of each of TRL's GRPOTrainer steps after the first (run in the process `time_trl` starts)."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
@@ -117,7 +136,7 @@ def side_settings(args) -> dict:
     same = {"model": f"random Llama {args.model_size}, char tokenizer", "prompts": args.prompts, "k": args.k,
             "max_new_tokens": args.max_new_tokens, "temperature": 1.0, "kl": 0.0, "updates_per_batch": 1,
             "gradient_checkpointing": args.gradient_checkpointing, "device": args.device}
-    return {"trl": {**same, "torch_threads": args.cpus, "processes": 1},
+    return {"trl": {**same, "torch_threads": args.cpus, "processes": 1, "omp_wait_policy": "PASSIVE"},
             "raylab": {**same, "rollout_workers": args.workers, "threads_per_rollout_worker": rollout_threads(args),
                        "learner_threads": args.learner_threads or args.cpus, "omp_wait_policy": "PASSIVE",
                        "step_backends": args.step_backends},

