@@ -11,7 +11,7 @@ the policy compares, for d = 1..k,
     expected accepted tokens of the round / expected seconds of a call feeding that many rows
 
 and picks the best d; d = 1 is static decoding, and `generate` then finishes the call with the static code path
-itself (no draft bookkeeping). A d > 1 must beat static's rate by `margin`.
+itself (no draft bookkeeping). A d > 1 must beat static's rate by `margin` (25%: timings on a shared machine are noisy).
 
 - Acceptance: draft j+1 is accepted when it equals the static successor of draft j. The policy counts, for each j,
   how often that held among rows that reached draft j, and estimates q_j with a prior that shrinks each q_j
@@ -24,10 +24,12 @@ itself (no draft bookkeeping). A d > 1 must beat static's rate by `margin`.
   through those medians by least squares, weighted by how many timings each holds. The
   bookkeeping around a call is kept apart, as the medians of the last `window` measurements of a static step's
   (one ranking) and of a FreeDave round's (ranking, drafts, verification): a round costs call(rows fed) + round
-  bookkeeping, a static step call(rows) + static bookkeeping. With fewer than two measured row counts the
-  policy explores: one round with two drafts; and every `explore_every`-th time it would pick static it
-  explores again (what it learnt of drafting would otherwise never be refreshed once it stops drafting; a
-  two-draft round costs at most one static step more than it saves).
+  bookkeeping, a static step call(rows) + static bookkeeping, or, once the policy has handed rows to static
+  decoding, those static steps' own wall time (timed whole: everything a step does). With fewer than two
+  measured row counts the policy explores: one round with two drafts; and every `explore_every`-th time it
+  would pick static it explores again, with the best d > 1 by its estimates (the timings of drafting rounds
+  would otherwise never be refreshed once it stops drafting, and a load that changed since they were taken
+  would keep it static).
 
 What it learns stays in the object, so a long-lived policy (one per served model) pays the exploration once.
 The output never depends on it (any number of drafts verifies to static's output); only NFE and speed do.
@@ -41,7 +43,7 @@ import torch
 
 class CostAwareDrafts:
     def __init__(self, max_drafts: int = 8, *, prior: float = 0.5, prior_weight: float = 2.0,
-                 margin: float = 0.1, window: int = 15, explore_every: int = 16,
+                 margin: float = 0.25, window: int = 15, explore_every: int = 8,
                  call_seconds: Callable[[int], float] | None = None):
         if max_drafts < 1:
             raise ValueError(f"max_drafts: must be >= 1, got {max_drafts}")
@@ -57,6 +59,7 @@ class CostAwareDrafts:
         self.times: dict[int, dict[int, list[float]]] = {}  # row length -> {rows fed: the last timings}
         self.fits: dict[int, tuple[float, float] | None] = {}  # row length -> (a, b), refitted after a timing
         self.overhead: dict[str, list[float]] = {"static": [], "round": []}  # the last bookkeeping seconds
+        self.static_steps: dict[tuple[int, int], list[float]] = {}  # (row length, rows) -> last step seconds
 
     # --- what it learns -------------------------------------------------------------------------------------
     def observe_call(self, row_tokens: int, rows: int, seconds: float) -> None:
@@ -84,6 +87,11 @@ class CostAwareDrafts:
     def observe_overhead(self, kind: str, seconds: float) -> None:
         """Bookkeeping seconds around a call: kind "static" (a step's ranking) or "round" (a FreeDave round's)."""
         self.overhead[kind] = (self.overhead[kind] + [seconds])[-self.window:]
+
+    def observe_static(self, row_tokens: int, rows: int, seconds: float) -> None:
+        """Static steps over `rows` rows took `seconds` each, as timed whole (call, ranking, everything)."""
+        key = (row_tokens, rows)
+        self.static_steps[key] = (self.static_steps.get(key, []) + [seconds])[-self.window:]
 
     def bookkeeping(self, kind: str) -> float:
         """The median of the last measured bookkeeping seconds of `kind` (0 before any)."""
@@ -122,6 +130,8 @@ class CostAwareDrafts:
         if static_s is None:
             return 2  # explore: a second call size to measure
         static_s += self.bookkeeping("static")
+        if (row_tokens, R) in self.static_steps:  # timed whole, where static steps were run
+            static_s = _median(self.static_steps[(row_tokens, R)])
         q = self.acceptance()
         expected = [1.0]  # expected accepted tokens of a row with i+1 drafts
         run = 1.0
@@ -130,17 +140,18 @@ class CostAwareDrafts:
             expected.append(expected[-1] + run)
         m = available.clamp(min=1, max=top).tolist()
         round_s = self.bookkeeping("round")
-        best, best_rate = 1, R / static_s * (1 + self.margin)
+        rates = {}
         for d in range(2, top + 1):
             fed = sum(min(d, x) for x in m)
-            rate = sum(expected[min(d, x) - 1] for x in m) / (self.seconds(row_tokens, fed) + round_s)
-            if rate > best_rate:
-                best, best_rate = d, rate
-        if best == 1 and self.call_seconds is None:
+            rates[d] = sum(expected[min(d, x) - 1] for x in m) / (self.seconds(row_tokens, fed) + round_s)
+        drafting = max(rates, key=lambda d: (rates[d], -d))  # the best d > 1 (the smallest of equals)
+        if rates[drafting] > R / static_s * (1 + self.margin):
+            return drafting
+        if self.call_seconds is None:
             self.static_picks += 1
             if self.static_picks % self.explore_every == 0:
-                return 2
-        return best
+                return drafting  # re-measure the round that would be picked if the estimates were off
+        return 1
 
 
 def _median(values: list[float]) -> float:
