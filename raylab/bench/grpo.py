@@ -61,17 +61,21 @@ def make_model(folder: Path, size: str) -> str:
 
 
 def time_trl(model_dir: str, args) -> list[float]:
-    """TRL's timed steps, in a fresh spawned process with OMP_WAIT_POLICY=PASSIVE, as raylab's actors have."""
+    """TRL's timed steps, in a fresh spawned process with OMP_WAIT_POLICY=PASSIVE, as raylab's actors have
+    (`--trl-omp-wait-policy default` leaves it unset there, to show what that costs on a busy machine)."""
     import multiprocessing
 
     previous = os.environ.get("OMP_WAIT_POLICY")
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # the child's OpenMP runtime reads it when torch loads there
+    if args.trl_omp_wait_policy == "PASSIVE":
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # the child's OpenMP runtime reads it when torch loads there
+    else:
+        os.environ.pop("OMP_WAIT_POLICY", None)
     try:
         with multiprocessing.get_context("spawn").Pool(1) as pool:
             return pool.apply(trl_steps, (model_dir, args))
     finally:
         if previous is None:
-            os.environ.pop("OMP_WAIT_POLICY")
+            os.environ.pop("OMP_WAIT_POLICY", None)
         else:
             os.environ["OMP_WAIT_POLICY"] = previous
 
@@ -136,7 +140,8 @@ def side_settings(args) -> dict:
     same = {"model": f"random Llama {args.model_size}, char tokenizer", "prompts": args.prompts, "k": args.k,
             "max_new_tokens": args.max_new_tokens, "temperature": 1.0, "kl": 0.0, "updates_per_batch": 1,
             "gradient_checkpointing": args.gradient_checkpointing, "device": args.device}
-    return {"trl": {**same, "torch_threads": args.cpus, "processes": 1, "omp_wait_policy": "PASSIVE"},
+    return {"trl": {**same, "torch_threads": args.cpus, "processes": 1,
+                    "omp_wait_policy": args.trl_omp_wait_policy},
             "raylab": {**same, "rollout_workers": args.workers, "threads_per_rollout_worker": rollout_threads(args),
                        "learner_threads": args.learner_threads or args.cpus, "omp_wait_policy": "PASSIVE",
                        "step_backends": args.step_backends},
@@ -189,6 +194,9 @@ def main(argv: list[str]) -> int:
                    help="torch threads of raylab's learner actor (default: --cpus; the phases never overlap)")
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="gradient checkpointing on both sides (default: off on both)")
+    p.add_argument("--trl-omp-wait-policy", choices=["PASSIVE", "default"], default="PASSIVE",
+                   help="TRL process's OpenMP wait policy: PASSIVE as raylab's actors (fair), or the runtime's default "
+                   "(spinning idle threads) to measure what that costs")
     add_bench_args(p)
     args = p.parse_args(argv)
     # Ray starts its workers at nice 15; on a shared machine that starves raylab's actors against the baseline,

@@ -23,6 +23,7 @@ def test_the_benchmark_runs_every_side(ray_local, capsys, tmp_path):
     settings = json.loads((run_dir / "settings.json").read_text())["settings"]
     assert settings["trl"]["gradient_checkpointing"] is settings["raylab"]["gradient_checkpointing"] is False
     assert settings["trl"]["torch_threads"] == settings["raylab"]["learner_threads"] == 1
+    assert settings["trl"]["omp_wait_policy"] == settings["raylab"]["omp_wait_policy"] == "PASSIVE"
     results = json.loads((run_dir / "results.json").read_text())
     assert {"trl_step_s", "raylab_hf", "raylab_torch", "rollout_tokens_per_s", "rounds"} <= set(results)
     assert [r["side"] for r in results["rounds"]] == ["trl", "hf", "torch"]
