@@ -2,6 +2,7 @@
 
     raylab run experiments/grpo_tiny.yaml                        # tiny Llama on arithmetic, a few minutes on 2 CPUs
     raylab run experiments/grpo_tiny.yaml rollout.backend=vllm algorithm.norm_adv_by_std_in_grpo=false
+    raylab run experiments/grpo_tiny.yaml rollout.backend=vllm learner.lora.rank=8 rollout.lora_sync=adapter
     raylab run experiments/grpo_easy_hard.yaml                   # the seed's easy/hard study on a tiny LM
     raylab tune experiments/grpo_gsm8k.yaml                      # the paper's setting (GPU + weights needed)
 
