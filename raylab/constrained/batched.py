@@ -8,9 +8,9 @@ written over a leading batch dimension, so that a benchmark's seeds and grid poi
 
 f(x; xi) = F(x) + noise (e1^T x + ((e2^T x)^2 - ||x||^2) / 2) and r(x, zeta) = (A + sE) x - (b + se) as in
 `raylab.constrained.problems.sampled_constraint_qp`, X the box [0, 1]^n. A batch draws its noise in blocks
-(`Draws`), so a run's noise differs from a per-run method's stream, but given the same draws run b equals
-`make_optimizer(problem, method, samples, **hyper_b)` step for step: tests/constrained/test_batched.py replays
-a batch's draws to the per-run methods and checks it to 1e-12.
+(`Draws`, one generator per run), so a run's noise differs from a per-run method's stream, but given the same
+draws run b equals `make_optimizer(problem, method, samples, **hyper_b)` step for step:
+tests/constrained/test_batched.py replays a batch's draws to the per-run methods and checks it to 1e-12.
 Methods: ssl_alm, storm_alm, sgda, penalty (with its decay and averaged output) and cooper_alm (cooper's augmented
 Lagrangian: one zeta per step, dual ascent first, the same as `raylab.bench.alm.CooperStep`).
 """
@@ -57,47 +57,47 @@ class BatchedQP:
 
 
 class Draws:
-    """The batch's noise, CHUNK iterations at a time: one generator per batch (seeded from the runs' seeds), one
-    call per kind of draw, float32 normals used in float64 (drawing the noise is most of a batched run's time).
+    """The batch's noise, CHUNK iterations at a time: one generator per run (seeded with the run's seed), one call
+    per run and chunk, float32 normals used in float64 (drawing the noise is much of a batched run's time).
     `iteration()` gives this iteration's `xi` draws as (e1, e2) and its `zeta` draws as (E, e), each with a
-    leading batch dimension; runs are independent, and the same seeds give the same draws."""
+    leading batch dimension. A run's draws depend on its seed only, so runs dropped by `keep` cost nothing more
+    and change no other run's draws; runs with the same seed see the same noise (common random numbers)."""
 
     def __init__(self, seeds: list[int], n: int, k: int, xi_per_iteration: int, zeta_per_iteration: int):
-        seed = 0
-        for s in seeds:
-            seed = (seed * 1_000_003 + int(s) + 1) % (2 ** 62)
-        self.gen = torch.Generator().manual_seed(seed)
-        self.B, self.n, self.k, self.nx, self.nz = len(seeds), n, k, xi_per_iteration, zeta_per_iteration
-        self.rows = None  # the runs still kept (None: all)
+        self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.n, self.k, self.nx, self.nz = n, k, xi_per_iteration, zeta_per_iteration
+        self.sizes = (self.nx * 2 * n, self.nz * k * n, self.nz * k)  # xi, E, e per iteration
+        self.block: Tensor | None = None  # (runs, CHUNK, draws per iteration)
         self.pos = CHUNK
 
-    def _normal(self, *shape: int) -> Tensor:
-        out = torch.randn(CHUNK, self.B, *shape, generator=self.gen, dtype=torch.float32).to(DT)
-        return out if self.rows is None else out[:, self.rows]
-
     def _refill(self) -> None:
-        self.xi = self._normal(self.nx, 2, self.n)
-        self.E = self._normal(self.nz, self.k, self.n)
-        self.e = self._normal(self.nz, self.k)
+        B, per = len(self.gens), sum(self.sizes)
+        if self.block is None or self.block.shape[0] != B:
+            self.block = torch.empty(B, CHUNK, per, dtype=torch.float32)  # float32: half the memory traffic
+        for b, g in enumerate(self.gens):
+            torch.randn(CHUNK, per, generator=g, dtype=torch.float32, out=self.block[b])
         self.pos = 0
 
     def iteration(self) -> tuple[list, list]:
         """([(e1, e2)] * xi_per_iteration, [(E, e)] * zeta_per_iteration) for the next iteration."""
         if self.pos == CHUNK:
             self._refill()
-        i, self.pos = self.pos, self.pos + 1
-        xi = [(self.xi[i, :, j, 0], self.xi[i, :, j, 1]) for j in range(self.nx)]
-        return xi, [(self.E[i, :, j], self.e[i, :, j]) for j in range(self.nz)]
+        row, self.pos = self.block[:, self.pos].to(DT), self.pos + 1
+        B, (a, b, _), n, k = row.shape[0], self.sizes, self.n, self.k
+        xi = row[:, :a].view(B, self.nx, 2, n)
+        E, e = row[:, a:a + b].view(B, self.nz, k, n), row[:, a + b:].view(B, self.nz, k)
+        return [(xi[:, j, 0], xi[:, j, 1]) for j in range(self.nx)], [(E[:, j], e[:, j]) for j in range(self.nz)]
 
     def keep(self, rows: Tensor) -> None:
         """Drops every run not in `rows` (indices into the current batch); the others' draws are unchanged."""
-        self.rows = rows if self.rows is None else self.rows[rows]
-        if self.pos < CHUNK:
-            self.xi, self.E, self.e = self.xi[:, rows], self.E[:, rows], self.e[:, rows]
+        self.gens = [self.gens[i] for i in rows.tolist()]
+        if self.block is not None:
+            self.block = self.block[rows]
 
     def initial_xi(self, count: int) -> list[tuple[Tensor, Tensor]]:
         """`count` xi draws per run before the first iteration (STORM's initial batch)."""
-        d = torch.randn(count, self.B, 2, self.n, generator=self.gen, dtype=torch.float32).to(DT)
+        d = torch.stack([torch.randn(count, 2, self.n, generator=g, dtype=torch.float32) for g in self.gens],
+                        1).to(DT)
         return [(d[j, :, 0], d[j, :, 1]) for j in range(count)]
 
 

@@ -17,6 +17,7 @@ from raylab.bench.alm import (
     grids,
     instance,
     measure,
+    on_edge,
     target_check,
     trajectories,
 )
@@ -95,3 +96,10 @@ def test_target_check_reads_the_measured_ratios():
     assert lines[2].endswith("not met")  # 2.0 -> 1.5 falls
     assert target_check({0.1: (2.0, False), 0.03: (70.0, True), 0.01: (7.4, True)})[2].endswith(
         "not shown (a ratio before the last is only a lower bound)")
+
+
+def test_on_edge_names_the_axes_at_a_grids_ends():
+    assert on_edge("ssl_alm", 0) == "scale highest, beta lowest, rho lowest"  # the grid's first point
+    assert on_edge("penalty", len(grids(instance("stochastic")[0])["penalty"]) // 2) == ""  # its middle point
+    cooper = grids(nonconvex_qp(**QP))["cooper_alm"]
+    assert on_edge("cooper_alm", len(cooper) - 1) == "rho highest, lr highest, dual_lr highest"

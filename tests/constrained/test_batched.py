@@ -5,7 +5,7 @@ import torch
 
 from raylab.bench.alm import CooperStep
 from raylab.constrained import ConstrainedProblem, StationarityMeter, make_optimizer, sampled_constraint_qp
-from raylab.constrained.batched import BatchedMeter, BatchedQP, BatchedRuns, Draws
+from raylab.constrained.batched import CHUNK, BatchedMeter, BatchedQP, BatchedRuns, Draws
 from raylab.constrained.sets import Box
 
 DT = torch.float64
@@ -88,3 +88,15 @@ def test_batched_meter_equals_the_per_run_meter():
         expected = torch.tensor([m(z[b]) for b, m in enumerate(singles)], dtype=DT)
         assert (values - expected).abs().max() < 1e-5 and bool(meter.converged.all())
         z = (z + 0.05 * torch.rand(8, 10, generator=gen, dtype=DT)).clamp(0, 1)
+
+
+def test_a_runs_draws_depend_on_its_seed_only():
+    """A run's noise is the same alone, in a batch, and after other runs are dropped (across a chunk's end)."""
+    batch, alone = Draws([7, 8, 9], 4, 2, 1, 2), Draws([8], 4, 2, 1, 2)
+    for t in range(CHUNK + 5):
+        if t == 3:
+            batch.keep(torch.tensor([1, 2]))
+        (xi_b,), zetas_b = batch.iteration()
+        (xi_a,), zetas_a = alone.iteration()
+        row = 1 if t < 3 else 0
+        assert torch.equal(xi_b[1][row], xi_a[1][0]) and torch.equal(zetas_b[1][0][row], zetas_a[1][0][0])
