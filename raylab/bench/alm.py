@@ -260,8 +260,8 @@ def counts(method: str, samples: float, cap: int) -> dict:
 
 def measure(method: str, name: str, quick: bool = False, cap: int | None = None, fresh: int | None = None) -> dict:
     """Tune on TUNE_SEEDS, pick per eps, rerun the picks on FRESH_SEEDS (the first `fresh` of them); medians and
-    picks per eps. `cap` replaces the instance's cap."""
-    spec = INSTANCES[name]
+    picks per eps (keyed by str(eps)), and the CPU seconds it took (`cpu_s`). `cap` replaces the instance's cap."""
+    start, spec = time.process_time(), INSTANCES[name]
     cap = 20_000 if quick else cap or spec["cap"]
     tune_seeds, fresh_seeds = (list(TUNE_SEEDS[:1]), list(FRESH_SEEDS[:2])) if quick else (
         list(TUNE_SEEDS), list(FRESH_SEEDS[: fresh or len(FRESH_SEEDS)]))
@@ -287,7 +287,7 @@ def measure(method: str, name: str, quick: bool = False, cap: int | None = None,
                          "fresh_reached": sum(map(math.isfinite, reached)),
                          "pick_on_edge": "" if quick or math.isinf(medians[eps][i]) else on_edge(method, i),
                          "tuning_medians": medians[eps]}  # every grid point's median over the tuning seeds
-    return out
+    return {**out, "cpu_s": time.process_time() - start}
 
 
 def ratio_bound(best_base: float, ours: float, cap: int) -> tuple[float, bool]:
@@ -403,5 +403,8 @@ def main(argv: list[str]) -> int:
                 table += "\n\nTargets (from the measured ratios):\n" + "\n".join(f"- {c}" for c in checks)
             tables.append(table)
         results["wall_s"] = time.time() - start
-        finish(ctx, results, "\n\n".join(tables) + f"\n\n[{results['wall_s']:.0f} s]")
+        cpu = {key: round(r["cpu_s"]) for key, r in results.items() if isinstance(r, dict) and "cpu_s" in r}
+        results["cpu_s_total"] = sum(cpu.values())
+        finish(ctx, results, "\n\n".join(tables) + f"\n\n[{results['wall_s']:.0f} s wall; CPU seconds per task "
+               f"{cpu}, {results['cpu_s_total']} in all]")
     return 0
