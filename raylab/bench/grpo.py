@@ -5,6 +5,7 @@ and vllm backends side by side, all measured in this run on the same model.
     raylab bench grpo --steps 10 --backends hf,torch   # skip the vLLM throughput
     raylab bench grpo --gradient-checkpointing         # checkpointing on both sides
     raylab bench grpo --skip-trl --address auto        # raylab and rollout throughput only, on a cluster
+    raylab bench grpo --step-backends "" --backends "" --trl-omp-wait-policy default   # TRL with spinning threads
 
 The model is a random Llama of about 3.6M parameters with the character tokenizer (hidden 256, 6 layers),
 saved to a temporary folder and loaded by both sides. Same work on both sides: temperature 1, no KL (TRL's
