@@ -136,8 +136,8 @@ def request_stream(model_vocab: list[int], n: int, lengths: list[int], rate: flo
 
 def _left_pad(prompts: list, fill: int) -> tuple[torch.Tensor, torch.Tensor]:
     P = max(len(p) for p in prompts)
-    padded = [torch.cat([torch.full((P - len(p),), fill, dtype=p.dtype), p]) for p in prompts]
-    return torch.stack(padded), torch.tensor([len(p) for p in prompts])
+    padded = [torch.cat([torch.full((P - len(p),), fill, dtype=p.dtype, device=p.device), p]) for p in prompts]
+    return torch.stack(padded), torch.tensor([len(p) for p in prompts], device=prompts[0].device)
 
 
 def serve(model, stream: list, max_batch: int, continuous: bool, opts: dict) -> tuple[list, list, float]:
@@ -199,7 +199,7 @@ def serving(args, ctx) -> tuple[dict, list]:
             continue
         vocab = sorted(set(prompts.flatten().tolist()) | set(range(min(64, opts["mask_token_id"]))))
         vocab = [t for t in vocab if t != opts["mask_token_id"]]
-        stream = request_stream(vocab, args.requests, lengths, args.rate, seed=3)
+        stream = [(t, p.to(args.device)) for t, p in request_stream(vocab, args.requests, lengths, args.rate, seed=3)]
         for method in ("static", "freedave"):
             kw = {**{k: v for k, v in opts.items() if k != "block_layout"}, "method": method,
                   "draft_steps": args.draft_steps}
