@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import weakref
 from pathlib import Path
 
 from raylab.config import check_model_path
@@ -63,6 +64,8 @@ class VLLMRollout:
             engine_options.update(enable_lora=True, max_lora_rank=engine_lora_rank(lora_rank), max_loras=1)
         self.adapter = None  # the LoRARequest every request goes through once an adapter has been synced
         self.adapter_root = tempfile.mkdtemp(prefix="raylab-lora-") if lora_rank > 0 else None
+        if self.adapter_root:  # removed when the engine is collected or the process exits (not on a hard kill)
+            weakref.finalize(self, shutil.rmtree, self.adapter_root, True)
         self.llm = LLM(model=model, seed=seed, gpu_memory_utilization=gpu_memory_utilization,
                        max_model_len=max_model_len, dtype=dtype, enforce_eager=enforce_eager,
                        max_num_seqs=max_num_seqs, logprobs_mode="processed_logprobs",
