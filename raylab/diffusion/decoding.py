@@ -475,12 +475,11 @@ def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budg
         policy.observe_call(row_tokens, len(rows), _clock(logits) - called)
     _commit(s, torch.arange(len(rows), device=rows.device))
     s.nfe[rows] += 1
-    ranked, last_round = policy is None, None  # last_round: (start, call seconds, rows, d, tokens) of the last
+    ranked, last_round = policy is None, None  # last_round: (start, call seconds) of the round before
     while len(rows):
         started = time.perf_counter()
         if last_round is not None:  # a whole round's bookkeeping: its wall time but the call
             policy.observe_overhead("round", started - last_round[0] - last_round[1])
-            policy.observe_rate(row_tokens, *last_round[2:], started - last_round[0])
             last_round = None
         answer = s.answer[rows]
         order, available, token = draft_order(logits, answer, s.block, s.mask_id, eager, s.fill_start)
@@ -532,7 +531,7 @@ def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budg
             if policy is not None:
                 policy.observe_round(n_drafts, accepted)
                 policy.observe_call(row_tokens, len(r_idx), call_s)
-                last_round = started, call_s, len(rows), d, int(accepted.sum())
+                last_round = started, call_s
             want[rows] = torch.where(accepted >= n_drafts, 2 * n_drafts, accepted + 1).clamp(1, k)
             where = torch.full((len(rows), k), -1, dtype=torch.long, device=answer.device)
             where[r_idx, j_idx] = torch.arange(len(r_idx), device=answer.device)

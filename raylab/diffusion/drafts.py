@@ -30,9 +30,6 @@ itself (no draft bookkeeping). A d > 1 must beat static's rate by `margin` (25%:
   would pick static it explores again, with the best d > 1 by its estimates (the timings of drafting rounds
   would otherwise never be refreshed once it stops drafting, and a load that changed since they were taken
   would keep it static).
-- Measured rates win over the model: once rounds of R rows with d drafts have run, the median of their own
-  accepted tokens per second (each round timed whole, from its start to the next round's) replaces the
-  predicted rate for that (R, d), as static steps timed whole replace static's predicted cost.
 
 What it learns stays in the object, so a long-lived policy (one per served model) pays the exploration once.
 The output never depends on it (any number of drafts verifies to static's output); only NFE and speed do.
@@ -63,7 +60,6 @@ class CostAwareDrafts:
         self.fits: dict[int, tuple[float, float] | None] = {}  # row length -> (a, b), refitted after a timing
         self.overhead: dict[str, list[float]] = {"static": [], "round": []}  # the last bookkeeping seconds
         self.static_steps: dict[tuple[int, int], list[float]] = {}  # (row length, rows) -> last step seconds
-        self.rates: dict[tuple[int, int, int], list[float]] = {}  # (row length, rows, d) -> last tokens/s
 
     # --- what it learns -------------------------------------------------------------------------------------
     def observe_call(self, row_tokens: int, rows: int, seconds: float) -> None:
@@ -96,11 +92,6 @@ class CostAwareDrafts:
         """Static steps over `rows` rows took `seconds` each, as timed whole (call, ranking, everything)."""
         key = (row_tokens, rows)
         self.static_steps[key] = (self.static_steps.get(key, []) + [seconds])[-self.window:]
-
-    def observe_rate(self, row_tokens: int, rows: int, d: int, tokens: int, seconds: float) -> None:
-        """A round of `rows` rows with `d` drafts each fixed `tokens` tokens in `seconds` (its whole wall time)."""
-        key = (row_tokens, rows, d)
-        self.rates[key] = (self.rates.get(key, []) + [tokens / max(seconds, 1e-9)])[-self.window:]
 
     def bookkeeping(self, kind: str) -> float:
         """The median of the last measured bookkeeping seconds of `kind` (0 before any)."""
@@ -153,8 +144,6 @@ class CostAwareDrafts:
         for d in range(2, top + 1):
             fed = sum(min(d, x) for x in m)
             rates[d] = sum(expected[min(d, x) - 1] for x in m) / (self.seconds(row_tokens, fed) + round_s)
-            if (row_tokens, R, d) in self.rates:  # measured: rounds of this many rows and drafts, timed whole
-                rates[d] = _median(self.rates[(row_tokens, R, d)])
         drafting = max(rates, key=lambda d: (rates[d], -d))  # the best d > 1 (the smallest of equals)
         if rates[drafting] > R / static_s * (1 + self.margin):
             return drafting
