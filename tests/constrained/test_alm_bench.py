@@ -33,11 +33,11 @@ def test_check_points_are_geometric_and_end_at_the_cap():
 
 def test_grids_have_the_sizes_the_protocol_promises():
     sizes = {name: len(points) for name, points in grids(instance("stochastic")[0]).items()}
-    assert sizes == {"ssl_alm": 84, "storm_alm": 189, "penalty": 81, "sgda": 20, "cooper_alm": 75}
+    assert sizes == {"ssl_alm": 112, "storm_alm": 420, "penalty": 81, "sgda": 20, "cooper_alm": 90}
     storm = grids(instance("stochastic")[0])["storm_alm"]
-    assert len({h["alpha"] for h in storm}) == 3  # STORM's alpha is tuned
+    assert len({h["alpha"] for h in storm}) == 5  # STORM's alpha is tuned
     penalty = grids(instance("stochastic")[0])["penalty"]
-    assert {h["decay"] for h in penalty} == {0.25, 0.5, 0.75} and {h["average"] for h in penalty} == {8.0}
+    assert {h["decay"] for h in penalty} == {0.5, 0.75, 1.0} and {h["average"] for h in penalty} == {8.0}
 
 
 def test_cooper_step_is_coopers_update():
@@ -47,7 +47,7 @@ def test_cooper_step_is_coopers_update():
 
 def test_early_stopping_is_exact():
     """The cutoff drops runs mid-way; the picks and every recorded reach equal those of full runs."""
-    hypers = grids(instance("stochastic")[0])["ssl_alm"][48:54]  # step scale 1
+    hypers = grids(instance("stochastic")[0])["ssl_alm"][64:70]  # step scale 1
     eps, cap = (0.3, 0.1), 6000
     checks = check_points(cap)
     full = trajectories("ssl_alm", "stochastic", hypers, [0, 1, 2], cap, {i: () for i in range(6)}, cutoff=False)
