@@ -47,7 +47,7 @@ def test_cooper_step_is_coopers_update():
 
 def test_early_stopping_is_exact():
     """The cutoff drops runs mid-way; the picks and every recorded reach equal those of full runs."""
-    hypers = grids(instance("stochastic")[0])["ssl_alm"][64:70]  # step scale 1
+    hypers = grids(instance("stochastic")[0])["ssl_alm"][56:62]  # step scale 3, beta ratios 1 and 3
     eps, cap = (0.3, 0.1), 6000
     checks = check_points(cap)
     full = trajectories("ssl_alm", "stochastic", hypers, [0, 1, 2], cap, {i: () for i in range(6)}, cutoff=False)
