@@ -12,10 +12,10 @@ Contenders: ssl_alm and storm_alm (raylab) against penalty (rho_t = rho (1+t)^po
 (1+t)^-decay, a weighted average of x as its output), sgda (on the fixed instance, as before), and cooper's
 AugmentedLagrangian with SGD on x and the multipliers (`CooperStep`, a plain-torch transcription checked against
 cooper itself at the start of every run). Every run uses constant hyper-parameters from its grid (`grids`):
-112 points for ssl_alm and 420 for storm_alm (step scale, beta ratio, rho ratio; STORM's alpha too), 81 for
-penalty (tau, rho, power, decay), 90 for cooper (lr, dual lr, rho), 20 for sgda (fixed instance only).
-Cost: about 1500 CPU-seconds in all (the penalty and cooper grids run to the cap: no point of theirs reaches
-eps 0.01), so 13-16 minutes on 2 idle cores; each (instance, method) is one Ray task of one CPU.
+112 points for ssl_alm and 875 for storm_alm (step scale, beta ratio, rho ratio; STORM's alpha too), 81 for
+penalty (tau, rho, power, decay), 168 for cooper (lr, dual lr, rho), 20 for sgda (fixed instance only).
+Cost: about 1300 CPU-seconds in all, most of it penalty's (none of its points reaches eps 0.01, so its runs go
+to the cap), so 11-14 minutes on 2 idle cores; each (instance, method) is one Ray task of one CPU.
 
 Protocol. Each grid point runs on seeds 0-2; for each eps a method's pick is its point with the lowest median
 samples-to-eps (`raylab.constrained.samples_to_reach`: the first check, on a geometric grid of ratio 1.25, from
@@ -55,8 +55,8 @@ ALM_HORIZON = 16000  # the run length whose default step sizes the ALMs' step sc
 # reaches past the probes' best points (docs/constrained.md, "Bench grids") on every side: constant steps suit one
 # eps each (large for 0.1, small for 0.01), so the step scales span three decades.
 SSL_GRID = dict(scale=(100, 30, 10, 3, 1, 1 / 3, 1 / 10), beta=(1 / 10, 1 / 3, 1, 3), rho=(1 / 30, 1 / 10, 1 / 3, 1))
-STORM_GRID = dict(scale=(30, 10, 3, 1, 1 / 3, 1 / 10, 1 / 30), beta=(1 / 10, 1 / 3, 1), rho=(1 / 10, 1 / 3, 1, 3),
-                  alpha=(0.1, 1, 10, 100, 1000))  # alpha = min(1, factor * default)
+STORM_GRID = dict(scale=(30, 10, 3, 1, 1 / 3, 1 / 10, 1 / 30), beta=(1 / 30, 1 / 10, 1 / 3, 1, 3),
+                  rho=(1 / 30, 1 / 10, 1 / 3, 1, 3), alpha=(0.1, 1, 10, 100, 1000))  # alpha = min(1, factor * default)
 # penalty: its step is tau (1+t)^-decay / (L + rho_t ||A||^2); with the decay, tau may exceed the stability
 # limit 2 early on. `average` a: the weighted mean of x with weights ~ t^(a-1) (a = 8 forgets the transient; the
 # plain running mean, a = 1, and a = 2 were slower at every eps in the probes, a = 4-16 alike). tau 3 and decay
@@ -64,8 +64,8 @@ STORM_GRID = dict(scale=(30, 10, 3, 1, 1 / 3, 1 / 10, 1 / 30), beta=(1 / 10, 1 /
 PENALTY_GRID = dict(tau=(10.0, 30.0, 100.0), rho=(0.16, 0.5, 1.6), power=(0.25, 0.5, 0.75), decay=(0.5, 0.75, 1.0),
                     average=(8.0,))
 SGDA_TAUS, SGDA_ETAS = (0.003, 0.01, 0.001, 0.03, 0.1), (1.0, 3.0, 0.3, 0.1)
-COOPER_RHOS, COOPER_LRS = (0.3, 1.0, 3.0), (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
-COOPER_DUAL_LRS = (0.003, 0.01, 0.03, 0.1, 0.5)
+COOPER_RHOS, COOPER_LRS = (0.1, 0.3, 1.0, 3.0), (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+COOPER_DUAL_LRS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.5)
 AXES = {"ssl_alm": SSL_GRID, "storm_alm": STORM_GRID, "penalty": PENALTY_GRID,
         "sgda": dict(tau=SGDA_TAUS, eta=SGDA_ETAS),
         "cooper_alm": dict(rho=COOPER_RHOS, lr=COOPER_LRS, dual_lr=COOPER_DUAL_LRS)}  # grid i = product's i-th

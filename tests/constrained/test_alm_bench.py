@@ -33,7 +33,7 @@ def test_check_points_are_geometric_and_end_at_the_cap():
 
 def test_grids_have_the_sizes_the_protocol_promises():
     sizes = {name: len(points) for name, points in grids(instance("stochastic")[0]).items()}
-    assert sizes == {"ssl_alm": 112, "storm_alm": 420, "penalty": 81, "sgda": 20, "cooper_alm": 90}
+    assert sizes == {"ssl_alm": 112, "storm_alm": 875, "penalty": 81, "sgda": 20, "cooper_alm": 168}
     storm = grids(instance("stochastic")[0])["storm_alm"]
     assert len({h["alpha"] for h in storm}) == 5  # STORM's alpha is tuned
     penalty = grids(instance("stochastic")[0])["penalty"]
