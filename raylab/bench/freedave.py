@@ -39,6 +39,7 @@ import torch
 
 from raylab.bench.common import add_bench_args, bench_run, finish, markdown_table
 from raylab.diffusion import generate
+from raylab.diffusion.decoding import decode_stream, left_pad
 from raylab.diffusion.drafts import CostAwareDrafts
 from raylab.diffusion.metrics import decode_metrics, versus_static
 
@@ -134,18 +135,9 @@ def request_stream(model_vocab: list[int], n: int, lengths: list[int], rate: flo
     return out
 
 
-def _left_pad(prompts: list, fill: int) -> tuple[torch.Tensor, torch.Tensor]:
-    P = max(len(p) for p in prompts)
-    padded = [torch.cat([torch.full((P - len(p),), fill, dtype=p.dtype, device=p.device), p]) for p in prompts]
-    return torch.stack(padded), torch.tensor([len(p) for p in prompts], device=prompts[0].device)
-
-
 def serve(model, stream: list, max_batch: int, continuous: bool, opts: dict) -> tuple[list, list, float]:
     """Replays `stream` on the wall clock: (answer sequences, latencies, seconds from first arrival to last
     answer) under batch-by-batch (`continuous=False`) or continuous batching."""
-    from raylab.diffusion.decoding import decode_stream
-
-    fill = 1 if opts["mask_token_id"] == 0 else 0
     start, nxt, n = time.perf_counter(), 0, len(stream)
     answers, latency = [None] * n, [0.0] * n
 
@@ -164,7 +156,7 @@ def serve(model, stream: list, max_batch: int, continuous: bool, opts: dict) -> 
     while nxt < n:
         time.sleep(max(0.0, stream[nxt][0] - (time.perf_counter() - start)))
         first = arrived(max_batch)
-        prompts, lengths = _left_pad([stream[i][1] for i in first], fill)
+        prompts, lengths = left_pad([stream[i][1] for i in first], opts["mask_token_id"])
         if not continuous:
             out = generate(model, prompts, prompt_lengths=lengths, **opts)
             P = prompts.shape[1]

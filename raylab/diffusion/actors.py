@@ -27,7 +27,7 @@ from typing import Callable
 import ray
 import torch
 
-from raylab.diffusion.decoding import decode_stream, generate
+from raylab.diffusion.decoding import decode_stream, generate, left_pad
 
 NOT_STREAMED = {"use_cache": False, "dual_cache": False, "draft_policy": None, "block_layout": "answer",
                 "prompt_lengths": None}  # options decode_stream does not take, with the values it behaves as
@@ -121,7 +121,7 @@ class DecoderActor:
                       "batch_size": running[0] + 1}
             loop.call_soon_threadsafe(futures[index].set_result, result)
 
-        prompts, lengths = _left_pad([r[0] for r in batch], batch[0][1].get("mask_token_id"))
+        prompts, lengths = left_pad([r[0] for r in batch], batch[0][1].get("mask_token_id"))
         try:
             await asyncio.to_thread(decode_stream, self.model, prompts, join=join, done=done,
                                     prompt_lengths=lengths, **self._streamed(batch[0][1]))
@@ -132,7 +132,7 @@ class DecoderActor:
 
     def _run(self, batch: list) -> None:
         options = batch[0][1]
-        prompts, lengths = _left_pad([r[0] for r in batch], options.get("mask_token_id"))
+        prompts, lengths = left_pad([r[0] for r in batch], options.get("mask_token_id"))
         P = prompts.shape[1]
         pads = [P - len(r[0]) for r in batch]
         if lengths is not None:
@@ -148,16 +148,6 @@ class DecoderActor:
             done.set_result({"sequence": out.sequences[i, pads[i]:], "nfe": int(out.nfe[i]),
                              "model_calls": int(out.model_calls[i]), "decode_step": out.decode_step[i],
                              "batch_size": len(batch)})
-
-
-def _left_pad(prompts: list, mask_token_id: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(prompts stacked, left-padded to the longest; their real lengths, or None when all are that long)."""
-    P = max(len(p) for p in prompts)
-    if all(len(p) == P for p in prompts):
-        return torch.stack(prompts), None
-    fill = 1 if mask_token_id == 0 else 0  # any token but the mask: it is never attended
-    padded = [torch.cat([torch.full((P - len(p),), fill, dtype=p.dtype, device=p.device), p]) for p in prompts]
-    return torch.stack(padded), torch.tensor([len(p) for p in prompts])
 
 
 def _batch_key(request) -> tuple:

@@ -323,6 +323,18 @@ def decode_stream(model: Callable, prompt_ids: torch.Tensor, *, join: Callable[[
     return len(state.prompt)
 
 
+def left_pad(prompts: list, mask_token_id: int | None, width: int | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(1-D prompts stacked, left-padded to `width` or the longest; their real lengths, None when none is padded).
+    The pad token is any token but the mask: padding is never attended (`prompt_lengths` masks it)."""
+    P = width or max(len(p) for p in prompts)
+    if all(len(p) == P for p in prompts):
+        return torch.stack(prompts), None
+    fill = 1 if mask_token_id == 0 else 0
+    padded = [torch.cat([p.new_full((P - len(p),), fill), p]) for p in prompts]
+    return torch.stack(padded), torch.tensor([len(p) for p in prompts], device=prompts[0].device)
+
+
 class _State:
     """The batch being decoded: answers, per-sequence forward counts and the step that fixed each token."""
 
@@ -338,7 +350,6 @@ class _State:
         self.step = torch.zeros_like(answer)
         self.join, self.done = join, done  # continuous batching (`decode_stream`); None for `generate`
         self.delivered = torch.zeros(answer.shape[0], dtype=torch.bool, device=answer.device)
-        self.pad_id = 1 if mask_token_id == 0 else 0  # left padding: any token but the mask (never attended)
 
     def active(self) -> torch.Tensor:
         return (self.answer == self.mask_id).any(dim=1).nonzero().squeeze(1)
@@ -356,9 +367,9 @@ class _State:
         if self.lengths is None and any(len(p) != P for p in prompts):
             self.lengths = torch.full((len(self.prompt),), P, device=self.prompt.device)
         if width > P:  # every row gets more left padding
-            self.prompt = torch.cat([self.prompt.new_full((len(self.prompt), width - P), self.pad_id), self.prompt], 1)
+            self.prompt = left_pad(list(self.prompt), self.mask_id, width)[0]
             P = width
-        new = torch.stack([torch.cat([p.new_full((P - len(p),), self.pad_id), p]) for p in prompts])
+        new = left_pad(prompts, self.mask_id, P)[0]
         n, old = len(new), len(self.prompt)
         if self.lengths is not None:
             self.lengths = torch.cat([self.lengths, torch.tensor([len(p) for p in prompts], device=new.device)])
@@ -406,7 +417,7 @@ class _State:
 def _one_forward_per_step(s: _State, threshold: float | None, known: tuple | None = None) -> None:
     """Static (threshold None) and parallel decoding: one forward, then fill one / all confident tokens.
     `known`: (rows, logits) of the rows' current states, already computed (and counted): the first step uses them."""
-    while len(rows := torch.cat([s.active(), s.admit()]).unique()):
+    while len(rows := _rows_now(s)):
         answer = s.answer[rows]
         if known is not None:
             rows, logits = known
@@ -423,6 +434,12 @@ def _one_forward_per_step(s: _State, threshold: float | None, known: tuple | Non
         s.step[rows] = torch.where(fill, s.nfe[rows, None], s.step[rows])
         s.stop_after_eos_blocks(rows)
         s.release()
+
+
+def _rows_now(s: _State) -> torch.Tensor:
+    """The rows still decoding, then any that join now (new rows have the highest indices: still in order)."""
+    rows, new = s.active(), s.admit()
+    return torch.cat([rows, new]) if len(new) else rows
 
 
 def draft_order(logits: torch.Tensor, answer: torch.Tensor, block: torch.Tensor, mask_token_id: int,
