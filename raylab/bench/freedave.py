@@ -9,15 +9,19 @@ Models (`--model`, comma-separated): `tiny` is the committed tiny MDLM (assets/t
 its task; `llada`, `dream`, `sdar` are tiny random native models of each architecture (random prompts; a random
 model's confidences are flat, so few drafts verify: this measures what FreeDave costs when it gains little); a
 path loads a checkpoint natively (`raylab.diffusion.load_diffusion_lm`) with random prompts from its vocabulary.
-Methods: `static`; `freedave` with a fixed k (`--draft-steps`); `freedave_cost`, the drafts per row of each round
-picked by `raylab.diffusion.drafts.CostAwareDrafts` from measured call times and acceptance (one policy per model
-and batch size, learning through the warm-up and the passes; when one draft is best it decodes by the static
-code path); for full-attention models also `freedave_dual_cache`, FreeDave over the approximate dual cache (lossy: its
-exact-match column is its agreement with static decoding). For each: tokens/NFE, tokens/s
-(median over `--repeats` passes after one warm-up pass of each method on max(8, 2 x batch) prompts, methods
-interleaved so that a shared machine's load hits them alike; the spread, min and max, is kept too) and exact
-match vs static; the metrics are `raylab.diffusion.metrics`'. Writes a run directory (settings.json with the
-machine's load average, results.json, results.md).
+Methods: `static`; `static_control`, static decoding again, timed as a method of its own (an A/A control: its
+ratio to static is this run's noise floor); `freedave` with a fixed k (`--draft-steps`); `freedave_cost`, each
+call's drafts per row picked by `raylab.diffusion.drafts.CostAwareDrafts` from the answer tokens per second its
+earlier calls measured (one policy per model and batch size, learning through the warm-up and the passes; one
+draft is the static code path itself; the drafts it picked in the timed passes are reported, as `d:calls`);
+for full-attention models also `freedave_dual_cache`, FreeDave over the approximate dual cache (lossy: its
+exact-match column is its agreement with static decoding). For each: tokens/NFE (mean over the timed passes),
+tokens/s (median over `--repeats` timed passes after one warm-up pass of each method on max(8, 2 x batch)
+prompts; methods interleaved within a pass and their order reversed every other pass, so that a shared
+machine's load hits them alike), its ratio to static two ways (of the medians; and paired, the median of the
+per-pass ratios, with their min and max) and exact match vs static; the metrics are
+`raylab.diffusion.metrics`'. Writes a run directory (settings.json with the machine's load average,
+results.json, results.md).
 
 `--serving` measures serving instead: one stream of `--requests` requests (random prompts of lengths
 `--prompt-lengths`, Poisson arrivals at `--rate` per second, fixed seed) replayed in this process, on the
@@ -43,7 +47,7 @@ from raylab.diffusion.decoding import decode_stream, left_pad
 from raylab.diffusion.drafts import CostAwareDrafts
 from raylab.diffusion.metrics import decode_metrics, versus_static
 
-METHODS = ("static", "freedave", "freedave_cost", "freedave_dual_cache")
+METHODS = ("static", "static_control", "freedave", "freedave_cost", "freedave_dual_cache")
 ARCHS = ("llada", "dream", "sdar")
 
 
@@ -91,7 +95,7 @@ def decode_all(model, prompts: torch.Tensor, batch: int, **kw) -> tuple[torch.Te
 
 
 def method_options(method: str, args) -> dict:
-    if method == "static":
+    if method in ("static", "static_control"):
         return dict(method="static")
     if method == "freedave":
         return dict(method="freedave", draft_steps=args.draft_steps)
@@ -103,23 +107,29 @@ def method_options(method: str, args) -> dict:
 def measure(model, prompts, opts: dict, batch: int, args) -> dict:
     methods = [m for m in METHODS if m != "freedave_dual_cache" or opts.get("attention", "full") == "full"]
     per = {m: method_options(m, args) for m in methods}
-    for m in methods:  # warm-up (the cost-aware policy measures its first call sizes here)
+    for m in methods:  # warm-up (the cost-aware policy measures its first calls here)
         decode_all(model, prompts[: max(8, 2 * batch)], batch, **opts, **per[m])
-    seconds, outputs = {m: [] for m in methods}, {}
-    for _ in range(args.repeats):
-        for m in methods:
-            seqs, nfe, s = decode_all(model, prompts, batch, **opts, **per[m])
+    policy = per["freedave_cost"]["draft_policy"]
+    policy.picks.clear()  # what it runs in the timed passes
+    seconds, nfe, outputs = {m: [] for m in methods}, {m: [] for m in methods}, {}
+    for i in range(args.repeats):
+        for m in methods if i % 2 == 0 else methods[::-1]:  # the order flips every pass: no method always first
+            seqs, n, s = decode_all(model, prompts, batch, **opts, **per[m])
             seconds[m].append(s)
-            outputs[m] = seqs, nfe  # decoding is deterministic: every repeat gives the same
-    static = outputs["static"][0]
-    rows = {m: decode_metrics(outputs[m][0], outputs[m][1], statistics.median(seconds[m]), prompts.shape[1],
-                              static_sequences=static) for m in methods}
+            nfe[m].append(n.double())
+            outputs[m] = seqs  # decoding is deterministic: every repeat gives the same sequences
+    static = outputs["static"]
+    rows = {m: decode_metrics(outputs[m], torch.stack(nfe[m]).mean(dim=0), statistics.median(seconds[m]),
+                              prompts.shape[1], static_sequences=static) for m in methods}
     ratios = versus_static(rows)
     pass_ratios = {m: [s / t for s, t in zip(seconds["static"], seconds[m])] for m in methods}  # per pass
-    return {m: {**rows[m], "tokens_per_nfe_vs_static": ratios[m]["tokens_per_nfe"],
-                "tokens_per_s_vs_static": ratios[m]["tokens_per_s"],
-                "tokens_per_s_vs_static_min": min(pass_ratios[m]), "tokens_per_s_vs_static_max": max(pass_ratios[m]),
-                "seconds": seconds[m]} for m in methods}
+    out = {m: {**rows[m], "tokens_per_nfe_vs_static": ratios[m]["tokens_per_nfe"],
+               "tokens_per_s_vs_static": ratios[m]["tokens_per_s"],
+               "tokens_per_s_vs_static_paired": statistics.median(pass_ratios[m]),
+               "tokens_per_s_vs_static_min": min(pass_ratios[m]), "tokens_per_s_vs_static_max": max(pass_ratios[m]),
+               "seconds": seconds[m]} for m in methods}
+    out["freedave_cost"]["drafts_picked"] = dict(sorted(policy.picks.items()))
+    return out
 
 
 def request_stream(model_vocab: list[int], n: int, lengths: list[int], rate: float, seed: int) -> list:
@@ -222,7 +232,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--samples", type=int, default=64)
     p.add_argument("--gen-length", type=int, default=16, help="answer length for the native models")
     p.add_argument("--draft-steps", type=int, default=8)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=7, help="timed passes per method")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--serving", action="store_true", help="measure continuous vs batch-by-batch serving instead")
@@ -258,13 +268,17 @@ def main(argv: list[str]) -> int:
                 rows = measure(model, prompts, opts, batch, args)
                 results[f"{spec}/batch{batch}"] = {"model": label, "batch": batch, "options": opts, **rows}
                 for m, r in rows.items():
+                    picked = r.get("drafts_picked")
                     table_rows.append([label, batch, m, r["tokens_per_nfe"], r["tokens_per_s"],
                                        f"{r['tokens_per_s_vs_static']:.2f}x",
+                                       f"{r['tokens_per_s_vs_static_paired']:.2f}x",
                                        f"{r['tokens_per_s_vs_static_min']:.2f}-{r['tokens_per_s_vs_static_max']:.2f}x",
-                                       f"{100 * r['exact_match']:.1f}%"])
+                                       f"{100 * r['exact_match']:.1f}%",
+                                       " ".join(f"{d}:{c}" for d, c in picked.items()) if picked else ""])
                 print(f"{label} batch {batch}: " + ", ".join(
                     f"{m} {r['tokens_per_s_vs_static']:.2f}x" for m, r in rows.items()), flush=True)
         table = markdown_table(["model", "batch", "method", "tokens/NFE", "tokens/s", "tokens/s vs static",
-                                "per-pass range", "exact match vs static"], table_rows)
+                                "paired", "per-pass range", "exact match vs static", "drafts: calls"],
+                               table_rows)
         finish(ctx, results, table)
     return 0

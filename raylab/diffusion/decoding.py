@@ -28,9 +28,9 @@ Options that match how the models are officially run (defaults in brackets):
   (the rest of its answer becomes EOS, at no forward).
 - `adaptive_drafts` [False], `token_budget` [None]: FreeDave's drafts per row follow its recent acceptance, and a
   verification call feeds at most `token_budget` tokens (never fewer rows than sequences).
-- `draft_policy` [None]: a `raylab.diffusion.drafts.CostAwareDrafts` picks the drafts per row of each round
-  from measured call times and acceptance, so that the round maximises accepted tokens per second; when one
-  draft is best the call finishes by the static code path (same output; NFE depends on timing).
+- `draft_policy` [None]: a `raylab.diffusion.drafts.CostAwareDrafts` picks the drafts per row of the call (at
+  most `draft_steps`) from the answer tokens per second its earlier calls measured, and is told this call's;
+  one draft runs the static code path itself (same output whatever it picks; NFE depends on timing).
 - `dual_cache` [False]: the approximate (lossy) dual cache for full attention (`raylab.diffusion.cache`).
 - `fill_block_start` [False; `load_diffusion_lm` sets it for Dream]: when a block starts (all its tokens masked),
   the step fills the block's first token with its argmax whatever its confidence, as Fast-dLLM's Dream block
@@ -52,7 +52,6 @@ finished blocks (`raylab.diffusion.cache`); the output is the same as without th
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Callable, Literal
 
@@ -197,18 +196,22 @@ def fresh_block_starts(answer: torch.Tensor, block: torch.Tensor, mask_token_id:
     return first[None, :] & ~started[:, b]
 
 
-def scores(logits: torch.Tensor, answer: torch.Tensor, block: torch.Tensor, mask_token_id: int,
-           fill_start: bool = False):
-    """For answer tokens `answer` (N, G) with block ids `block` (G,) and their logits: (log-confidence with -inf
-    where not decodable now, argmax token). Decodable = masked and in the first block that still has a mask.
-    `fill_start`: a block's first token, while its whole block is masked, ranks first (confidence +inf)."""
-    logp, token = confidences(logits, mask_token_id)
+def scores(confident: tuple[torch.Tensor, torch.Tensor], answer: torch.Tensor, block: torch.Tensor,
+           mask_token_id: int, fill_start: bool = False):
+    """For answer tokens `answer` (N, G) with block ids `block` (G,) and their `confidences(logits)`:
+    (log-confidence with -inf where not decodable now, argmax token). Decodable = masked and in the first block
+    that still has a mask. `fill_start`: a block's first token, while its whole block is masked, ranks first
+    (confidence +inf)."""
+    logp, token = confident
     if fill_start:
         logp = torch.where(fresh_block_starts(answer, block, mask_token_id), torch.inf, logp)
     masked = answer == mask_token_id
-    first = torch.where(masked, block, block.max() + 1).min(dim=1, keepdim=True).values
+    first = torch.where(masked, block, _NO_BLOCK).min(dim=1, keepdim=True).values
     decodable = masked & (block[None, :] == first)
     return torch.where(decodable, logp, -torch.inf), token
+
+
+_NO_BLOCK = 1 << 40  # a block id above every real one (what an unmasked position counts as)
 
 
 def ranking(conf: torch.Tensor) -> torch.Tensor:
@@ -216,11 +219,9 @@ def ranking(conf: torch.Tensor) -> torch.Tensor:
     return torch.sort(conf, dim=1, descending=True, stable=True).indices
 
 
-def static_step(answer, logits, block, mask_token_id, fill_start: bool = False):
-    """The static successor: the single most confident decodable token filled with its argmax."""
-    conf, token = scores(logits, answer, block, mask_token_id, fill_start)
-    pos = ranking(conf)[:, :1]
-    return answer.scatter(1, pos, token.gather(1, pos))
+def most_confident(conf: torch.Tensor) -> torch.Tensor:
+    """(N, 1): `ranking(conf)[:, :1]` without the sort (argmax returns the first of equal maxima)."""
+    return conf.argmax(dim=1, keepdim=True)
 
 
 def generate(model: Callable, prompt_ids: torch.Tensor, *, method: Method = "freedave", gen_length: int,
@@ -270,8 +271,16 @@ def generate(model: Callable, prompt_ids: torch.Tensor, *, method: Method = "fre
     state = _State(prompt_ids, answer, forward, block, block_length, mask_token_id,
                    eos_token_id if stop_on_eos_block else None, fill_start=fill_block_start)
     with torch.no_grad():
-        if method == "freedave":
-            _freedave(state, draft_steps, eager_drafts, adaptive_drafts, token_budget, draft_policy)
+        if draft_policy is not None and method == "freedave":  # the drafts of this call, timed for the policy
+            drafts = draft_policy.choose(P + G, B)
+            started = _clock(draft_policy, answer)
+            if drafts == 1:
+                _one_forward_per_step(state, None)
+            else:
+                _freedave(state, min(draft_steps, drafts), eager_drafts)
+            draft_policy.observe(P + G, B, drafts, B * G, _clock(draft_policy, answer) - started)
+        elif method == "freedave":
+            _freedave(state, draft_steps, eager_drafts, adaptive_drafts, token_budget)
         else:
             _one_forward_per_step(state, threshold if method == "parallel" else None)
     return DecodeResult(torch.cat([prompt_ids, state.answer], dim=1), state.nfe, state.step, forward.calls,
@@ -414,20 +423,15 @@ class _State:
         self.answer[rows] = torch.where(after, self.stop_eos, answer)
 
 
-def _one_forward_per_step(s: _State, threshold: float | None, known: tuple | None = None) -> None:
-    """Static (threshold None) and parallel decoding: one forward, then fill one / all confident tokens.
-    `known`: (rows, logits) of the rows' current states, already computed (and counted): the first step uses them."""
+def _one_forward_per_step(s: _State, threshold: float | None) -> None:
+    """Static (threshold None) and parallel decoding: one forward, then fill one / all confident tokens."""
     while len(rows := _rows_now(s)):
         answer = s.answer[rows]
-        if known is not None:
-            rows, logits = known
-            answer, known = s.answer[rows], None
-        else:
-            logits = _call(s, rows, answer)
-            _commit(s, torch.arange(len(rows), device=rows.device))
-            s.nfe[rows] += 1
-        conf, token = scores(logits, answer, s.block, s.mask_id, s.fill_start)
-        fill = torch.zeros_like(answer, dtype=torch.bool).scatter(1, ranking(conf)[:, :1], True)
+        confident = confidences(_call(s, rows, answer), s.mask_id)
+        _commit(s, torch.arange(len(rows), device=rows.device))
+        s.nfe[rows] += 1
+        conf, token = scores(confident, answer, s.block, s.mask_id, s.fill_start)
+        fill = torch.zeros_like(answer, dtype=torch.bool).scatter(1, most_confident(conf), True)
         if threshold is not None:  # a block's first token, when filled first, is that forward's only one
             fill |= (conf.exp() > threshold) & ~(conf == torch.inf).any(dim=1, keepdim=True)
         s.answer[rows] = torch.where(fill, token, answer)
@@ -442,21 +446,23 @@ def _rows_now(s: _State) -> torch.Tensor:
     return torch.cat([rows, new]) if len(new) else rows
 
 
-def draft_order(logits: torch.Tensor, answer: torch.Tensor, block: torch.Tensor, mask_token_id: int,
-                eager: bool, fill_start: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(positions in drafting order, how many can be drafted, argmax tokens). Not eager: the current block's
-    masked tokens by confidence. Eager: then those of the following blocks, block by block, each by the same
-    logits' confidence (drafts across a block boundary; verification keeps the output static's). `fill_start`:
-    each untouched block's first token leads its block (as static fills it)."""
+def draft_order(confident: tuple[torch.Tensor, torch.Tensor], answer: torch.Tensor, block: torch.Tensor,
+                mask_token_id: int, eager: bool, fill_start: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(positions in drafting order, how many can be drafted, argmax tokens), from the `confidences` of the
+    current states. Not eager: the current block's masked tokens by confidence. Eager: then those of the
+    following blocks, block by block, each by the same logits' confidence (drafts across a block boundary;
+    verification keeps the output static's). `fill_start`: each untouched block's first token leads its block
+    (as static fills it)."""
     if not eager:
-        conf, token = scores(logits, answer, block, mask_token_id, fill_start)
+        conf, token = scores(confident, answer, block, mask_token_id, fill_start)
         return ranking(conf), (conf > -torch.inf).sum(dim=1), token
-    logp, token = confidences(logits, mask_token_id)
+    logp, token = confident
     if fill_start:
         logp = torch.where(fresh_block_starts(answer, block, mask_token_id), torch.inf, logp)
     masked = answer == mask_token_id
     order = ranking(torch.where(masked, logp, -torch.inf))
-    key = torch.where(masked, block[None, :], int(block.max()) + 1).gather(1, order)
+    key = torch.where(masked, block[None, :], _NO_BLOCK).gather(1, order)
     order = order.gather(1, torch.sort(key, dim=1, stable=True).indices)
     return order, masked.sum(dim=1), token
 
@@ -469,107 +475,77 @@ def fit_budget(n_drafts: torch.Tensor, rows_allowed: int) -> torch.Tensor:
     return (n_drafts.double() * rows_allowed / total).floor().long().clamp(min=1)
 
 
-def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budget: int | None = None,
-              policy: CostAwareDrafts | None = None) -> None:
+def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budget: int | None = None) -> None:
     """Draft k static states from one forward, verify all drafts of all sequences in the next forward.
 
     `adaptive`: each row drafts as many states as its last round suggests (one more than it accepted, or twice
     as many when it accepted all), at most k. `token_budget`: a verification call feeds at most this many tokens
     (rows x sequence length), but never fewer rows than there are sequences (static's cost); drafts are cut
-    proportionally to fit. Any number of drafts verifies to the same output.
-
-    `policy` (`CostAwareDrafts`): the first forward (one row per sequence, what a static step costs) and every
-    round are timed for it; before each round it picks the drafts per row, and when one draft is best the
-    remaining rows finish by static decoding from the logits already computed (every FreeDave state is a static
-    state, so the output is unchanged; only the choice depends on wall-clock time)."""
+    proportionally to fit. Any number of drafts verifies to the same output."""
     k = min(k, s.answer.shape[1], s.answer.shape[1] if eager else s.L)  # not eager: drafts stay inside a block
-    want = torch.full_like(s.nfe, k)  # drafts each row will make (adaptive)
+    want = torch.full_like(s.nfe, k) if adaptive else None  # drafts each row will make
     row_tokens = s.prompt.shape[1] + s.answer.shape[1]
+    steps = torch.arange(k, device=s.nfe.device)
     rows = s.active()
-    called = time.perf_counter()
     logits = _call(s, rows, s.answer[rows])
-    if policy is not None:  # a static step's call: one row per sequence
-        policy.observe_call(row_tokens, len(rows), _clock(logits) - called)
     _commit(s, torch.arange(len(rows), device=rows.device))
     s.nfe[rows] += 1
-    ranked, last_round = policy is None, None  # last_round: (start, call seconds) of the round before
+    confident = confidences(logits, s.mask_id)  # of the rows' current states
     while len(rows):
-        started = time.perf_counter()
-        if last_round is not None:  # a whole round's bookkeeping: its wall time but the call
-            policy.observe_overhead("round", started - last_round[0] - last_round[1])
-            last_round = None
         answer = s.answer[rows]
-        order, available, token = draft_order(logits, answer, s.block, s.mask_id, eager, s.fill_start)
-        if not ranked:  # a static step's bookkeeping: one ranking
-            policy.observe_overhead("static", time.perf_counter() - started)
-            ranked = True
+        order, available, token = draft_order(confident, answer, s.block, s.mask_id, eager, s.fill_start)
         order = order[:, :k]                                                # (R, k)
         n_drafts = available.clamp(max=k)                                   # m_r
-        if policy is not None:
-            d = policy.choose(row_tokens, n_drafts)
-            if d == 1:  # the rows going continue from their (static) states by the static code path
-                calls = s.forward.calls
-                _one_forward_per_step(s, None, known=(rows, logits))
-                if s.forward.calls > calls:  # timed as a whole: a static step's wall time, all included
-                    policy.observe_static(row_tokens, len(rows),
-                                          (time.perf_counter() - started) / (s.forward.calls - calls))
-                return
-            n_drafts = n_drafts.clamp(max=d)
         if adaptive:
             n_drafts = torch.minimum(n_drafts, want[rows])
         if token_budget is not None:
             n_drafts = fit_budget(n_drafts, max(len(rows), token_budget // row_tokens))
-        rank = torch.full_like(answer, k).scatter(1, order, torch.arange(k, device=answer.device).expand_as(order))
-        j = torch.arange(k, device=answer.device)
-        drafts = torch.where(rank[:, None, :] <= j[None, :, None], token[:, None, :], answer[:, None, :])  # (R,k,G)
-        valid = j[None, :] < n_drafts[:, None]
-        finished = ~(drafts == s.mask_id).any(dim=2)
-        # the new token of draft 1 was fixed by the last forward; the others are checked by the next one
-        first = rank == 0
-        s.step[rows] = torch.where(first, s.nfe[rows, None], s.step[rows])
-        verify = valid & ~finished
+        rank = torch.full_like(answer, k).scatter(1, order, steps.expand_as(order))
+        drafts = torch.where(rank[:, None, :] <= steps[None, :, None], token[:, None, :], answer[:, None, :])  # (R,k,G)
+        # draft j is verified when the row drafts it and it still has a masked token: a row's verified drafts are
+        # its first few (each draft fills the tokens of the one before and one more)
+        verify = (steps[None, :] < n_drafts[:, None]) & (drafts == s.mask_id).any(dim=2)
         r_idx, j_idx = verify.nonzero(as_tuple=True)
+        nfe = s.nfe[rows]
         accepted = torch.ones_like(n_drafts)
-        next_logits = None
         if len(r_idx):
-            called = time.perf_counter()
             draft_logits = _call(s, rows[r_idx], drafts[r_idx, j_idx])
-            call_s = (_clock(draft_logits) if policy is not None else time.perf_counter()) - called
-            s.nfe[rows[verify.any(dim=1)]] += 1
-            # ok[r, j] : draft j+1 equals the static successor of draft j (j = 0 .. k-2); only drafts that have
-            # a next draft need their successor (a row's last draft is kept for its logits alone)
+            verified = confidences(draft_logits, s.mask_id)
+            # ok[r, j]: draft j+1 equals the static successor of draft j, i.e. the most confident decodable token
+            # of draft j is the one draft j+1 adds, with the same token. Only drafts with a next draft need it (a
+            # row's last draft is verified for its logits alone).
             ok = torch.zeros(len(rows), k, dtype=torch.bool, device=answer.device)
             check = (j_idx + 1 < n_drafts[r_idx]).nonzero().squeeze(1)
             if len(check):
                 rc, jc = r_idx[check], j_idx[check]
-                successor = static_step(drafts[rc, jc], draft_logits[check], s.block, s.mask_id, s.fill_start)
-                ok[rc, jc] = (successor == drafts[rc, jc + 1]).all(dim=1)
+                conf, successor_token = scores((verified[0][check], verified[1][check]), drafts[rc, jc], s.block,
+                                               s.mask_id, s.fill_start)
+                pos, added = conf.argmax(dim=1), order[rc, jc + 1]  # argmax: the first of equals, as static
+                ok[rc, jc] = (pos == added) & (successor_token.gather(1, pos[:, None]).squeeze(1) == token[rc, added])
             accepted = 1 + ok[:, :-1].long().cumprod(dim=1).sum(dim=1)
-            if policy is not None:
-                policy.observe_round(n_drafts, accepted)
-                policy.observe_call(row_tokens, len(r_idx), call_s)
-                last_round = started, call_s
-            want[rows] = torch.where(accepted >= n_drafts, 2 * n_drafts, accepted + 1).clamp(1, k)
-            where = torch.full((len(rows), k), -1, dtype=torch.long, device=answer.device)
-            where[r_idx, j_idx] = torch.arange(len(r_idx), device=answer.device)
-            next_logits = draft_logits, where
-        last = drafts[torch.arange(len(rows), device=rows.device), accepted - 1]
-        newly = (rank >= 1) & (rank < accepted[:, None])
-        s.step[rows] = torch.where(newly, s.nfe[rows, None], s.step[rows])
-        s.answer[rows] = last
+            if adaptive:
+                want[rows] = torch.where(accepted >= n_drafts, 2 * n_drafts, accepted + 1).clamp(1, k)
+        counted = nfe + verify.any(dim=1)  # rows with a verified draft took part in that forward
+        s.nfe[rows] = counted
+        # draft 1's token was fixed by the forward before; the other accepted drafts' tokens by this one
+        s.step[rows] = torch.where(rank == 0, nfe[:, None],
+                                   torch.where(rank < accepted[:, None], counted[:, None], s.step[rows]))
+        s.answer[rows] = drafts[torch.arange(len(rows), device=rows.device), accepted - 1]
         s.stop_after_eos_blocks(rows)
         s.release()
         going = (s.answer[rows] == s.mask_id).any(dim=1)
-        if next_logits is None or not going.any():
-            rows, logits = rows[:0], logits[:0]
-        else:
-            draft_logits, where = next_logits
-            kept = where[torch.arange(len(rows), device=rows.device), accepted - 1][going]
+        if not len(r_idx) or not going.any():
+            rows, confident = rows[:0], (confident[0][:0], confident[1][:0])
+        else:  # a going row's last accepted draft was verified: its logits are the row's next
+            v = verify.sum(dim=1)
+            kept = (v.cumsum(dim=0) - v + accepted - 1)[going]
             _commit(s, kept)
-            logits, rows = draft_logits[kept], rows[going]
+            confident, rows = (verified[0][kept], verified[1][kept]), rows[going]
         if len(new := s.admit()):  # rows join between forwards: their first forward, then the next round
-            want = torch.cat([want, torch.full_like(new, k)])
-            logits = torch.cat([logits, _call(s, new, s.answer[new])])
+            if adaptive:
+                want = torch.cat([want, torch.full_like(new, k)])
+            logp, tok = confidences(_call(s, new, s.answer[new]), s.mask_id)
+            confident = torch.cat([confident[0], logp]), torch.cat([confident[1], tok])
             s.nfe[new] += 1
             rows = torch.cat([rows, new])
             continue
@@ -577,11 +553,12 @@ def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budg
             break
 
 
-def _clock(result: torch.Tensor) -> float:
-    """The time once `result` is computed (a GPU's queued kernels are waited for: calls are timed, not launched)."""
-    if result.is_cuda:
-        torch.cuda.synchronize(result.device)
-    return time.perf_counter()
+def _clock(policy: CostAwareDrafts, like: torch.Tensor) -> float:
+    """The policy's clock once the device is idle (a GPU's queued kernels are waited for: calls are timed, not
+    launched)."""
+    if like.is_cuda:
+        torch.cuda.synchronize(like.device)
+    return policy.clock()
 
 
 def _call(s: _State, rows: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:

@@ -13,8 +13,10 @@ def test_bench_writes_a_run_directory_with_every_batch_and_model(tmp_path, capsy
     assert set(results) >= {"tiny/batch1", "tiny/batch3", "sdar/batch1", "sdar/batch3"}
     assert "load_avg_1m" in settings["machine"] and "load_avg_1m_end" in results
     for key in ("tiny/batch1", "tiny/batch3", "sdar/batch1", "sdar/batch3"):
-        for method in ("static", "freedave", "freedave_cost"):
+        for method in ("static", "static_control", "freedave", "freedave_cost"):
             assert results[key][method]["exact_match"] == 1.0
+        calls = 6 // int(key[-1]) + (6 % int(key[-1]) > 0)  # one timed pass over 6 prompts
+        assert sum(results[key]["freedave_cost"]["drafts_picked"].values()) == calls
     assert "freedave_dual_cache" in results["tiny/batch1"] and "freedave_dual_cache" not in results["sdar/batch1"]
     assert results["tiny/batch1"]["freedave"]["tokens_per_nfe"] > 2.5
     assert "| tiny MDLM (ReverseTask) | 1 | freedave |" in (run / "results.md").read_text()

@@ -146,61 +146,65 @@ def test_left_padded_rows_decode_as_they_would_alone(attention, method):
         generate(MODEL, torch.tensor([[1, 2]]), gen_length=2, mask_token_id=MASK, prompt_lengths=torch.tensor([3]))
 
 
-def test_cost_aware_drafts_under_a_proportional_cost_is_static_and_under_a_flat_cost_fixed_k():
-    from raylab.diffusion.drafts import CostAwareDrafts
+class CostedModel:
+    """MODEL with a fake clock that each call moves on by its cost: `per_call` + `per_row` x rows fed."""
 
-    prompt = torch.randint(0, MASK, (4, 3), generator=torch.Generator().manual_seed(5))
-    kw = dict(gen_length=12, block_length=4, mask_token_id=MASK)
-    static = generate(MODEL, prompt, method="static", **kw)
-    fixed = generate(MODEL, prompt, method="freedave", draft_steps=4, **kw)
-    # a call costs its rows: no draft can pay for itself, so the static code path runs from the first forward on
-    prop = generate(MODEL, prompt, method="freedave", draft_steps=4, **kw,
-                    draft_policy=CostAwareDrafts(4, call_seconds=lambda rows: float(rows)))
-    assert torch.equal(prop.sequences, static.sequences) and torch.equal(prop.nfe, static.nfe)
-    assert prop.forward_calls == static.forward_calls
-    # a call costs the same whatever its rows: every round drafts all it can, as fixed k does
-    flat = generate(MODEL, prompt, method="freedave", draft_steps=4, **kw,
-                    draft_policy=CostAwareDrafts(4, call_seconds=lambda rows: 1.0))
-    assert torch.equal(flat.sequences, static.sequences) and torch.equal(flat.nfe, fixed.nfe)
+    def __init__(self, per_call: float, per_row: float):
+        self.per_call, self.per_row, self.now = per_call, per_row, 0.0
+
+    def __call__(self, x, *args, **kw):
+        self.now += self.per_call + self.per_row * x.shape[0]
+        return MODEL(x, *args, **kw)
+
+    def forward_cached(self, x, *args, **kw):  # the prefix cache's calls cost the same
+        self.now += self.per_call + self.per_row * x.shape[0]
+        return MODEL.forward_cached(x, *args, **kw)
+
+    def clock(self) -> float:
+        return self.now
 
 
 @pytest.mark.parametrize("cache", [False, True])
-def test_cost_aware_drafts_measured_online_fall_back_to_static_with_the_same_output(monkeypatch, cache):
-    import itertools
-
-    import raylab.diffusion.decoding as decoding
+def test_cost_aware_drafts_climb_to_k_when_rows_are_free_and_stay_static_when_they_cost(cache):
     from raylab.diffusion.drafts import CostAwareDrafts
 
     prompt = torch.randint(0, MASK, (4, 3), generator=torch.Generator().manual_seed(5))
     kw = dict(gen_length=12, block_length=4, mask_token_id=MASK, attention="block_causal", use_cache=cache)
     static = generate(MODEL, prompt, method="static", **kw)
-    free = generate(MODEL, prompt, method="freedave", draft_steps=4, **kw)
-    # a clock under which the first call took a microsecond and every FreeDave round a second: after the one
-    # exploring round (two drafts per row) the policy hands the rows to static decoding
-    ticks = itertools.chain([0.0, 0.0, 1e-6], itertools.count(1.0))
-    monkeypatch.setattr(decoding.time, "perf_counter", lambda: next(ticks))
-    policy = CostAwareDrafts(4)
-    fell = generate(MODEL, prompt, method="freedave", draft_steps=4, draft_policy=policy, **kw)
-    assert torch.equal(fell.sequences, static.sequences)
-    assert (fell.nfe >= free.nfe).all() and (fell.nfe <= static.nfe).all() and (fell.nfe > free.nfe).any()
-    assert policy.seconds(3 + 12, 4) is not None  # calls of 4 rows (the first) and 8 (exploring) were timed
+    fixed = generate(MODEL, prompt, method="freedave", draft_steps=4, **kw)
+    for per_call, per_row in ((1.0, 0.0), (0.0, 1.0)):  # a GPU-like flat cost; a cost in the rows fed
+        model = CostedModel(per_call, per_row)
+        policy = CostAwareDrafts(4, clock=model.clock)
+        picks = []
+        for _ in range(40):
+            d = policy.best(policy.context(3 + 12, 4))
+            out = generate(model, prompt, method="freedave", draft_steps=4, draft_policy=policy, **kw)
+            assert torch.equal(out.sequences, static.sequences)  # whatever it picks
+            picks.append(d)
+        best = policy.best((15, 4))
+        if per_row == 0.0:  # fewer calls are faster: it climbs until more drafts save no call (k's count)
+            assert best > 1 and picks[-20:] == [best] * 20 and out.forward_calls == fixed.forward_calls
+        else:  # a round over R*d rows never pays here: static stays best, and its calls are static's own
+            assert best == 1 and picks[-30:] == [1] * 30 and out.forward_calls == static.forward_calls
 
 
-def test_cost_aware_drafts_estimates():
+def test_cost_aware_drafts_search_climbs_to_the_peak_and_backs_off_from_losers():
     from raylab.diffusion.drafts import CostAwareDrafts
 
-    policy = CostAwareDrafts(4, prior=0.5, prior_weight=2.0)
-    policy.observe_round(torch.tensor([3]), torch.tensor([2]))  # draft 2 accepted after 1, draft 3 rejected
-    q = policy.acceptance()
-    assert q[1] == pytest.approx(2 / 3) and q[2] == pytest.approx(4 / 9)
-    assert q[3] == pytest.approx(4 / 9)  # never tried: inherits q_2
-    policy.observe_call(10, 4, 1.0)
-    assert policy.seconds(10, 6) is None  # one row count measured: unknown yet
-    assert policy.choose(10, torch.tensor([4, 4])) == 2  # so it explores
-    policy.observe_call(10, 8, 2.0)
-    assert policy.seconds(10, 6) == pytest.approx(1.5, rel=0.02)   # the line through both: 0.25 s per row
-    assert policy.seconds(10, 16) == pytest.approx(4.0, rel=0.02)
-    assert policy.seconds(10, 2) == pytest.approx(0.5, rel=0.02)
+    policy = CostAwareDrafts(8, explore_every=8)
+    rate = {1: 10.0, 2: 14.0, 3: 17.0, 4: 16.0, 5: 12.0, 6: 9.0, 7: 8.0, 8: 7.0}  # a peak at 3
+    picks = []
+    for _ in range(400):
+        d = policy.choose(20, 4)
+        policy.observe(20, 4, d, 100, 100 / rate[d])
+        picks.append(d)
+    assert picks[:4] == [1, 2, 3, 4]  # static first, then up while it pays, until 4 loses
+    assert policy.best((20, 4)) == 3 and set(picks) == {1, 2, 3, 4}  # 5 and above never tried
+    off_peak = sum(d != 3 for d in picks[200:])
+    assert 0 < off_peak <= 4  # each losing neighbour is retried after waits that doubled up to 128 calls
+    assert policy.context(20, 3) == policy.context(20, 4) != policy.context(20, 5)  # rows round up to 2^n
+    with pytest.raises(ValueError, match="max_drafts: must be >= 1"):
+        CostAwareDrafts(0)
     with pytest.raises(ValueError, match="draft_policy: picks the drafts itself"):
         generate(MODEL, torch.tensor([[1, 2]]), gen_length=4, mask_token_id=MASK, adaptive_drafts=True,
                  draft_policy=policy)
