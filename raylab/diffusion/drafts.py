@@ -12,34 +12,42 @@ added), and its answer tokens per second of wall time are recorded for d. Calls 
 row length and the batch size rounded up to a power of two; per context and d the median of the last `window`
 rates is the estimate.
 
-The choice is a local search from static: static is measured first, then the best d so far (the highest
-median) is used, and its neighbours d - 1 and d + 1 are tried, each once to begin with and then again after
-a wait of `explore_every` calls of the context. A neighbour that loses has its wait doubled, up to 16 times
-`explore_every` (so a draft count that never pays costs a small share of the calls, and a change of load is
-still noticed), and one that wins becomes the best, whose neighbours
-are tried in turn (so the search climbs to the best d wherever it is). Throughput against d rises to a peak and
-falls (the acceptance of deeper drafts falls, their rows cost the same), which is what a local search needs.
+The choice is a local search from static. Static is measured first and is the d in use. Its neighbours d - 1
+and d + 1 are tried, each once to begin with and then again after a wait of calls of the context: a
+neighbour that loses has its wait doubled (from `explore_every`), and made at least loss / `explore_cost`
+calls (a neighbour 30% slower is retried after 30 calls or more, so that retries cost about 1% of the time),
+up to 16 times `explore_every` (so a change of load is still noticed). Whichever d has a median above the one
+in use by more than `margin` (3%: one lucky call does not flip the choice) takes over, and its own neighbours
+are tried in turn, so the search climbs to the best d wherever it is. Throughput against d rises to a peak and
+falls (deeper drafts verify less often, and their rows cost as much), which is what a local search needs.
 
 What it learns stays in the object, so a long-lived policy (one per served model) pays the search once. The
 output never depends on it (any number of drafts verifies to static's output); only NFE and speed do.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from typing import Callable
 
 
 class CostAwareDrafts:
-    def __init__(self, max_drafts: int = 8, *, window: int = 8, explore_every: int = 8,
-                 clock: Callable[[], float] = time.perf_counter):
+    def __init__(self, max_drafts: int = 8, *, window: int = 8, explore_every: int = 8, margin: float = 0.03,
+                 explore_cost: float = 0.01, clock: Callable[[], float] = time.perf_counter):
         if max_drafts < 1:
             raise ValueError(f"max_drafts: must be >= 1, got {max_drafts}")
         if window < 1:
             raise ValueError(f"window: must be >= 1, got {window}")
         if explore_every < 1:
             raise ValueError(f"explore_every: must be >= 1, got {explore_every}")
+        if margin < 0:
+            raise ValueError(f"margin: must be >= 0, got {margin}")
+        if explore_cost <= 0:
+            raise ValueError(f"explore_cost: must be > 0, got {explore_cost}")
         self.k, self.window, self.explore_every, self.clock = max_drafts, window, explore_every, clock
+        self.margin, self.explore_cost = margin, explore_cost
+        self.incumbent: dict[tuple[int, int], int] = {}                  # context -> the d in use
         self.rates: dict[tuple[int, int], dict[int, list[float]]] = {}  # context -> {d: last tokens/s}
         self.calls: dict[tuple[int, int], int] = {}                      # context -> calls so far
         self.retry: dict[tuple[int, int, int], tuple[int, int]] = {}    # (context, d) -> (next try, wait)
@@ -51,10 +59,8 @@ class CostAwareDrafts:
         return row_tokens, 1 << max(rows - 1, 0).bit_length()
 
     def best(self, context: tuple[int, int]) -> int:
-        """The draft count with the highest median rate in `context` (1 before any is measured; the smaller
-        of equals)."""
-        rates = self.rates.get(context, {})
-        return max(rates, key=lambda d: (_median(rates[d]), -d)) if rates else 1
+        """The draft count in use in `context` (1 before any is measured)."""
+        return self.incumbent.get(context, 1)
 
     def choose(self, row_tokens: int, rows: int) -> int:
         """Drafts per row for the next call of `rows` rows of `row_tokens` tokens (1 = static decoding)."""
@@ -71,12 +77,23 @@ class CostAwareDrafts:
     def observe(self, row_tokens: int, rows: int, drafts: int, tokens: int, seconds: float) -> None:
         """A call of `rows` rows with `drafts` drafts per row decoded `tokens` answer tokens in `seconds`."""
         ctx = self.context(row_tokens, rows)
-        best = self.best(ctx)
         table = self.rates.setdefault(ctx, {})
         table[drafts] = (table.get(drafts, []) + [tokens / max(seconds, 1e-12)])[-self.window:]
-        if drafts != best:  # an explored neighbour: try it again soon if it won, later and later if it lost
+        held = self.best(ctx)
+        if held not in table:
+            return
+        # another d takes over only when its median beats the incumbent's by `margin` (one lucky call of a
+        # neighbour, or a noisy one of the incumbent, does not flip the choice)
+        rival = max((d for d in table if d != held), key=lambda d: (_median(table[d]), -d), default=None)
+        if rival is not None and _median(table[rival]) > (1 + self.margin) * _median(table[held]):
+            self.incumbent[ctx] = rival
+        if drafts != held:  # an explored neighbour: try it again soon if it won, later and later if it lost
             wait = self.retry.get((*ctx, drafts), (0, self.explore_every // 2))[1]
-            wait = self.explore_every if self.best(ctx) == drafts else min(2 * wait, 16 * self.explore_every)
+            if self.best(ctx) == drafts:
+                wait = self.explore_every
+            else:  # doubled, and long enough that retrying costs about `explore_cost` of the time
+                loss = 1.0 - _median(table[drafts]) / _median(table[self.best(ctx)])
+                wait = min(max(2 * wait, math.ceil(loss / self.explore_cost)), 16 * self.explore_every)
             self.retry[(*ctx, drafts)] = (self.calls.get(ctx, 0) + wait, wait)
 
     def estimates(self, row_tokens: int, rows: int) -> dict[int, float]:
