@@ -28,9 +28,12 @@ results.json, results.md).
 wall clock, through the two scheduling rules of `DecoderActor` with at most `--max-batch` rows: `batches`
 (whatever has arrived when the decoder is free, left-padded, run to completion by `generate`) and
 `continuous` (`decode_stream`: arrived requests join between forwards, each leaves when done), for each
-`--model` (the first batch size's model setting) and method static / freedave. Reported: requests/s (requests
-over the time from the first arrival to the last answer), mean / median / p95 latency (answer time minus
-arrival), and whether both rules gave every request the same sequence. Ray's transport is not in it.
+`--model` (the first batch size's model setting) and method static / freedave / freedave_cost (a fresh policy
+per scheduling rule, warmed up with it: per call batch by batch, per round in continuous batching). Each
+method and rule first serves the whole stream once untimed (warm-up; the policy learns there). Reported:
+requests/s (requests over the time from the first arrival to the last answer), mean / median / p95 latency
+(answer time minus arrival), and whether both rules gave every request the same sequence. Ray's transport is
+not in it.
 """
 from __future__ import annotations
 
@@ -202,12 +205,11 @@ def serving(args, ctx) -> tuple[dict, list]:
         vocab = sorted(set(prompts.flatten().tolist()) | set(range(min(64, opts["mask_token_id"]))))
         vocab = [t for t in vocab if t != opts["mask_token_id"]]
         stream = [(t, p.to(args.device)) for t, p in request_stream(vocab, args.requests, lengths, args.rate, seed=3)]
-        for method in ("static", "freedave"):
-            kw = {**{k: v for k, v in opts.items() if k != "block_layout"}, "method": method,
-                  "draft_steps": args.draft_steps}
-            serve(model, stream[: 2 * args.max_batch], args.max_batch, True, kw)  # warm-up
+        for method in ("static", "freedave", "freedave_cost"):
             got = {}
             for rule in ("batches", "continuous"):
+                kw = {**{k: v for k, v in opts.items() if k != "block_layout"}, **method_options(method, args)}
+                serve(model, stream, args.max_batch, rule == "continuous", kw)  # warm-up
                 answers, latency, seconds = serve(model, stream, args.max_batch, rule == "continuous", kw)
                 lat = sorted(latency)
                 got[rule] = answers

@@ -14,8 +14,9 @@ lengths share a batch through left padding (`generate(..., prompt_lengths=...)`)
 completion. With `continuous=True` an actor batches continuously (`raylab.diffusion.decoding.decode_stream`,
 run in a worker thread so that requests keep arriving): requests with the batch's options, of any prompt
 length (left padding, widened when a longer prompt joins), join it between forwards while it has fewer than
-`max_batch` rows, and each result is returned as its row ends (plain forwards only: options with a cache, the
-absolute layout or a draft policy run batch by batch).
+`max_batch` rows, and each result is returned as its row ends (plain forwards only: options with a cache or the
+absolute layout run batch by batch). A `draft_policy` (`raylab.diffusion.drafts.CostAwareDrafts`) in the
+defaults is the actor's own copy: it learns from that actor's calls (batch by batch) or rounds (continuous).
 Every sequence of a batch decodes exactly as it would alone (see the decoding tests), so batching changes
 speed, never answers. The pool deals requests to its actors in turn.
 """
@@ -29,8 +30,8 @@ import torch
 
 from raylab.diffusion.decoding import decode_stream, generate, left_pad
 
-NOT_STREAMED = {"use_cache": False, "dual_cache": False, "draft_policy": None, "block_layout": "answer",
-                "prompt_lengths": None}  # options decode_stream does not take, with the values it behaves as
+# options decode_stream does not take, with the values it behaves as
+NOT_STREAMED = {"use_cache": False, "dual_cache": False, "block_layout": "answer", "prompt_lengths": None}
 
 
 class DecoderActor:

@@ -293,7 +293,8 @@ def decode_stream(model: Callable, prompt_ids: torch.Tensor, *, join: Callable[[
                   mask_token_id: int, shifted_logits: bool = False, attention: str = "full",
                   eager_drafts: bool = False, adaptive_drafts: bool = False, token_budget: int | None = None,
                   eos_token_id: int | None = None, stop_on_eos_block: bool = False,
-                  fill_block_start: bool = False, prompt_lengths: torch.Tensor | None = None) -> int:
+                  fill_block_start: bool = False, prompt_lengths: torch.Tensor | None = None,
+                  draft_policy: CostAwareDrafts | None = None) -> int:
     """Continuous batching: decodes `prompt_ids` while rows join and leave between forwards.
 
     Before each forward `join()` may return more prompts (1-D, of any length), which start decoding with the
@@ -302,13 +303,16 @@ def decode_stream(model: Callable, prompt_ids: torch.Tensor, *, join: Callable[[
     lengths share the calls by left padding (as `generate(..., prompt_lengths=...)`): `prompt_ids` may be
     left-padded already (`prompt_lengths` its rows' real lengths), and a longer joining prompt widens the padding
     of every row. Each row's result equals `generate` on it alone (the same rules, one row's logits never depend
-    on another's). Plain forwards only (answer layout, no caches). Returns the number of rows decoded."""
+    on another's). Plain forwards only (answer layout, no caches). `draft_policy` picks FreeDave's drafts per
+    row round by round (see `raylab.diffusion.drafts`). Returns the number of rows decoded."""
     block_length = block_length or gen_length
     vocab, ctx = model_limits(model)
     check_inputs(prompt_ids, gen_length=gen_length, block_length=block_length, draft_steps=draft_steps,
                  threshold=threshold, mask_token_id=mask_token_id, vocab_size=vocab, max_length=ctx,
                  shifted_logits=shifted_logits, method=method, attention=attention, eos_token_id=eos_token_id,
                  stop_on_eos_block=stop_on_eos_block)
+    if draft_policy is not None and (adaptive_drafts or token_budget is not None):
+        raise ValueError("draft_policy: picks the drafts itself (not with adaptive_drafts or token_budget)")
     B, P = prompt_ids.shape
     if prompt_lengths is not None:
         prompt_lengths = torch.as_tensor(prompt_lengths, device=prompt_ids.device)
@@ -325,7 +329,7 @@ def decode_stream(model: Callable, prompt_ids: torch.Tensor, *, join: Callable[[
         method=method, attention=attention, eos_token_id=eos_token_id, stop_on_eos_block=stop_on_eos_block)
     with torch.no_grad():
         if method == "freedave":
-            _freedave(state, draft_steps, eager_drafts, adaptive_drafts, token_budget)
+            _freedave(state, draft_steps, eager_drafts, adaptive_drafts, token_budget, draft_policy)
         else:
             _one_forward_per_step(state, threshold if method == "parallel" else None)
     state.release()
@@ -475,82 +479,127 @@ def fit_budget(n_drafts: torch.Tensor, rows_allowed: int) -> torch.Tensor:
     return (n_drafts.double() * rows_allowed / total).floor().long().clamp(min=1)
 
 
-def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budget: int | None = None) -> None:
+def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budget: int | None = None,
+              policy: CostAwareDrafts | None = None) -> None:
     """Draft k static states from one forward, verify all drafts of all sequences in the next forward.
 
     `adaptive`: each row drafts as many states as its last round suggests (one more than it accepted, or twice
     as many when it accepted all), at most k. `token_budget`: a verification call feeds at most this many tokens
     (rows x sequence length), but never fewer rows than there are sequences (static's cost); drafts are cut
-    proportionally to fit. Any number of drafts verifies to the same output."""
+    proportionally to fit. Any number of drafts verifies to the same output.
+
+    `policy` (`CostAwareDrafts`; continuous batching, where there is no call to time): each round drafts at most
+    the policy's pick for a round of that many rows, and the round (its wall time and the tokens it advanced)
+    is reported to it; one draft per row is a static step."""
     k = min(k, s.answer.shape[1], s.answer.shape[1] if eager else s.L)  # not eager: drafts stay inside a block
     want = torch.full_like(s.nfe, k) if adaptive else None  # drafts each row will make
-    row_tokens = s.prompt.shape[1] + s.answer.shape[1]
-    steps = torch.arange(k, device=s.nfe.device)
     rows = s.active()
     logits = _call(s, rows, s.answer[rows])
     _commit(s, torch.arange(len(rows), device=rows.device))
     s.nfe[rows] += 1
     confident = confidences(logits, s.mask_id)  # of the rows' current states
-    while len(rows):
-        answer = s.answer[rows]
-        order, available, token = draft_order(confident, answer, s.block, s.mask_id, eager, s.fill_start)
-        order = order[:, :k]                                                # (R, k)
-        n_drafts = available.clamp(max=k)                                   # m_r
-        if adaptive:
-            n_drafts = torch.minimum(n_drafts, want[rows])
-        if token_budget is not None:
-            n_drafts = fit_budget(n_drafts, max(len(rows), token_budget // row_tokens))
-        rank = torch.full_like(answer, k).scatter(1, order, steps.expand_as(order))
-        drafts = torch.where(rank[:, None, :] <= steps[None, :, None], token[:, None, :], answer[:, None, :])  # (R,k,G)
-        # draft j is verified when the row drafts it and it still has a masked token: a row's verified drafts are
-        # its first few (each draft fills the tokens of the one before and one more)
-        verify = (steps[None, :] < n_drafts[:, None]) & (drafts == s.mask_id).any(dim=2)
-        r_idx, j_idx = verify.nonzero(as_tuple=True)
-        nfe = s.nfe[rows]
-        accepted = torch.ones_like(n_drafts)
-        if len(r_idx):
-            draft_logits = _call(s, rows[r_idx], drafts[r_idx, j_idx])
-            verified = confidences(draft_logits, s.mask_id)
-            # ok[r, j]: draft j+1 equals the static successor of draft j, i.e. the most confident decodable token
-            # of draft j is the one draft j+1 adds, with the same token. Only drafts with a next draft need it (a
-            # row's last draft is verified for its logits alone).
-            ok = torch.zeros(len(rows), k, dtype=torch.bool, device=answer.device)
-            check = (j_idx + 1 < n_drafts[r_idx]).nonzero().squeeze(1)
-            if len(check):
-                rc, jc = r_idx[check], j_idx[check]
-                conf, successor_token = scores((verified[0][check], verified[1][check]), drafts[rc, jc], s.block,
-                                               s.mask_id, s.fill_start)
-                pos, added = conf.argmax(dim=1), order[rc, jc + 1]  # argmax: the first of equals, as static
-                ok[rc, jc] = (pos == added) & (successor_token.gather(1, pos[:, None]).squeeze(1) == token[rc, added])
-            accepted = 1 + ok[:, :-1].long().cumprod(dim=1).sum(dim=1)
-            if adaptive:
-                want[rows] = torch.where(accepted >= n_drafts, 2 * n_drafts, accepted + 1).clamp(1, k)
-        counted = nfe + verify.any(dim=1)  # rows with a verified draft took part in that forward
-        s.nfe[rows] = counted
-        # draft 1's token was fixed by the forward before; the other accepted drafts' tokens by this one
-        s.step[rows] = torch.where(rank == 0, nfe[:, None],
-                                   torch.where(rank < accepted[:, None], counted[:, None], s.step[rows]))
-        s.answer[rows] = drafts[torch.arange(len(rows), device=rows.device), accepted - 1]
+    while len(rows) or len(new := s.admit()):
+        new = s.admit() if len(rows) else new  # rows that join now get their first forward in this round's call
+        if want is not None:
+            want = torch.cat([want, torch.full_like(new, k)])
+        row_tokens = s.prompt.shape[1] + s.answer.shape[1]  # (a longer prompt joining widens every row)
+        d, R = k, len(rows) + len(new)
+        if policy is not None:
+            d, started = policy.choose(row_tokens, R, "round"), _clock(policy, s.answer)
+        if d == 1 or not len(rows):
+            rows, confident, advanced = _static_round(s, rows, confident, new)
+        else:
+            rows, confident, advanced = _draft_round(s, rows, confident, new, k, d, eager, want,
+                                                     token_budget and max(R, token_budget // row_tokens))
+        if policy is not None:
+            policy.observe(row_tokens, R, d, advanced, _clock(policy, s.answer) - started, "round")
+
+
+def _with_new(s: _State, rows: torch.Tensor, answers: torch.Tensor, new: torch.Tensor) -> tuple:
+    """The confidences of one call over `answers` (states of `rows`) and the joining rows' first states."""
+    if len(new):
+        rows, answers = torch.cat([rows, new]), torch.cat([answers, s.answer[new]])
+        s.nfe[new] += 1
+    return confidences(_call(s, rows, answers), s.mask_id)
+
+
+def _static_round(s: _State, rows: torch.Tensor, confident: tuple, new: torch.Tensor
+                  ) -> tuple[torch.Tensor, tuple, int]:
+    """A static step from the rows' known confidences, then one forward of the rows still going and the joining
+    rows `new`: (those rows, their confidences, tokens fixed)."""
+    answer = s.answer[rows]
+    if len(rows):
+        conf, token = scores(confident, answer, s.block, s.mask_id, s.fill_start)
+        pos = most_confident(conf)
+        s.step[rows] = s.step[rows].scatter(1, pos, s.nfe[rows, None])
+        s.answer[rows] = answer.scatter(1, pos, token.gather(1, pos))
         s.stop_after_eos_blocks(rows)
         s.release()
-        going = (s.answer[rows] == s.mask_id).any(dim=1)
-        if not len(r_idx) or not going.any():
-            rows, confident = rows[:0], (confident[0][:0], confident[1][:0])
-        else:  # a going row's last accepted draft was verified: its logits are the row's next
-            v = verify.sum(dim=1)
-            kept = (v.cumsum(dim=0) - v + accepted - 1)[going]
-            _commit(s, kept)
-            confident, rows = (verified[0][kept], verified[1][kept]), rows[going]
-        if len(new := s.admit()):  # rows join between forwards: their first forward, then the next round
-            if adaptive:
-                want = torch.cat([want, torch.full_like(new, k)])
-            logp, tok = confidences(_call(s, new, s.answer[new]), s.mask_id)
-            confident = torch.cat([confident[0], logp]), torch.cat([confident[1], tok])
-            s.nfe[new] += 1
-            rows = torch.cat([rows, new])
-            continue
-        if not len(rows):
-            break
+        rows = rows[(s.answer[rows] == s.mask_id).any(dim=1)]
+        s.nfe[rows] += 1
+    if len(rows) + len(new):
+        confident = _with_new(s, rows, s.answer[rows], new)
+        rows = torch.cat([rows, new])
+        _commit(s, torch.arange(len(rows), device=rows.device))
+    else:
+        confident = confident[0][:0], confident[1][:0]
+    return rows, confident, len(answer)
+
+
+def _draft_round(s: _State, rows: torch.Tensor, confident: tuple, new: torch.Tensor, k: int, d: int, eager: bool,
+                 want: torch.Tensor | None, rows_allowed: int | None) -> tuple[torch.Tensor, tuple, int]:
+    """One FreeDave round: up to d (of k) drafts per row (fewer where `want` says, cut to `rows_allowed` rows fed),
+    verified in one forward that also gives the joining rows `new` their first: (the rows still going and the
+    joining ones, their confidences (of each going row's last accepted draft), tokens fixed)."""
+    steps = torch.arange(k, device=rows.device)
+    answer = s.answer[rows]
+    order, available, token = draft_order(confident, answer, s.block, s.mask_id, eager, s.fill_start)
+    order = order[:, :k]                                                # (R, k)
+    n_drafts = available.clamp(max=d)                                   # m_r
+    if want is not None:
+        n_drafts = torch.minimum(n_drafts, want[rows])
+    if rows_allowed is not None:
+        n_drafts = fit_budget(n_drafts, rows_allowed)
+    rank = torch.full_like(answer, k).scatter(1, order, steps.expand_as(order))
+    drafts = torch.where(rank[:, None, :] <= steps[None, :, None], token[:, None, :], answer[:, None, :])  # (R,k,G)
+    # draft j is verified when the row drafts it and it still has a masked token: a row's verified drafts are
+    # its first few (each draft fills the tokens of the one before and one more)
+    verify = (steps[None, :] < n_drafts[:, None]) & (drafts == s.mask_id).any(dim=2)
+    r_idx, j_idx = verify.nonzero(as_tuple=True)
+    nfe = s.nfe[rows]
+    accepted = torch.ones_like(n_drafts)
+    if len(r_idx) or len(new):
+        verified = _with_new(s, rows[r_idx], drafts[r_idx, j_idx], new)
+        # ok[r, j]: draft j+1 equals the static successor of draft j, i.e. the most confident decodable token
+        # of draft j is the one draft j+1 adds, with the same token. Only drafts with a next draft need it (a
+        # row's last draft is verified for its logits alone).
+        ok = torch.zeros(len(rows), k, dtype=torch.bool, device=answer.device)
+        check = (j_idx + 1 < n_drafts[r_idx]).nonzero().squeeze(1)
+        if len(check):
+            rc, jc = r_idx[check], j_idx[check]
+            conf, successor_token = scores((verified[0][check], verified[1][check]), drafts[rc, jc], s.block,
+                                           s.mask_id, s.fill_start)
+            pos, added = conf.argmax(dim=1), order[rc, jc + 1]  # argmax: the first of equals, as static
+            ok[rc, jc] = (pos == added) & (successor_token.gather(1, pos[:, None]).squeeze(1) == token[rc, added])
+        accepted = 1 + ok[:, :-1].long().cumprod(dim=1).sum(dim=1)
+        if want is not None:
+            want[rows] = torch.where(accepted >= n_drafts, 2 * n_drafts, accepted + 1).clamp(1, k)
+    counted = nfe + verify.any(dim=1)  # rows with a verified draft took part in that forward
+    s.nfe[rows] = counted
+    # draft 1's token was fixed by the forward before; the other accepted drafts' tokens by this one
+    s.step[rows] = torch.where(rank == 0, nfe[:, None],
+                               torch.where(rank < accepted[:, None], counted[:, None], s.step[rows]))
+    s.answer[rows] = drafts[torch.arange(len(rows), device=rows.device), accepted - 1]
+    s.stop_after_eos_blocks(rows)
+    s.release()
+    going = (s.answer[rows] == s.mask_id).any(dim=1)  # a going row's last accepted draft was verified
+    v = verify.sum(dim=1)
+    kept = torch.cat([(v.cumsum(dim=0) - v + accepted - 1)[going],
+                      torch.arange(len(new), device=rows.device) + len(r_idx)])  # joining rows come last
+    if not len(kept):
+        return rows[:0], (confident[0][:0], confident[1][:0]), int(accepted.sum())
+    _commit(s, kept)
+    return torch.cat([rows[going], new]), (verified[0][kept], verified[1][kept]), int(accepted.sum())
 
 
 def _clock(policy: CostAwareDrafts, like: torch.Tensor) -> float:

@@ -9,8 +9,8 @@ call's time grows with its rows (flat on a GPU up to a large batch, nearly linea
 drafts verify, neither of which is known in advance. So the policy measures what it optimises: each `generate`
 call runs with one draft count d for the whole call (d = 1 is the static code path itself, with nothing
 added), and its answer tokens per second of wall time are recorded for d. Calls are grouped by context, the
-row length and the batch size rounded up to a power of two; per context and d the median of the last `window`
-rates is the estimate.
+row length and the batch size, each rounded up to a power of two; per context and d the median of the last
+`window` rates is the estimate.
 
 The choice is a local search from static. Static is measured first and is the d in use. Its neighbours d - 1
 and d + 1 are tried, each once to begin with and then again after a wait of calls of the context: a
@@ -20,6 +20,10 @@ up to 16 times `explore_every` (so a change of load is still noticed). Whichever
 in use by more than `margin` (3%: one lucky call does not flip the choice) takes over, and its own neighbours
 are tried in turn, so the search climbs to the best d wherever it is. Throughput against d rises to a peak and
 falls (deeper drafts verify less often, and their rows cost as much), which is what a local search needs.
+
+Continuous batching (`decode_stream`, where rows join and leave between forwards, so there is no call to time)
+asks per round instead: the unit is one FreeDave round (its wall time, bookkeeping included, and the tokens it
+advanced), d = 1 is a round of one draft per row, i.e. a static step.
 
 What it learns stays in the object, so a long-lived policy (one per served model) pays the search once. The
 output never depends on it (any number of drafts verifies to static's output); only NFE and speed do.
@@ -47,24 +51,25 @@ class CostAwareDrafts:
             raise ValueError(f"explore_cost: must be > 0, got {explore_cost}")
         self.k, self.window, self.explore_every, self.clock = max_drafts, window, explore_every, clock
         self.margin, self.explore_cost = margin, explore_cost
-        self.incumbent: dict[tuple[int, int], int] = {}                  # context -> the d in use
-        self.rates: dict[tuple[int, int], dict[int, list[float]]] = {}  # context -> {d: last tokens/s}
-        self.calls: dict[tuple[int, int], int] = {}                      # context -> calls so far
-        self.retry: dict[tuple[int, int, int], tuple[int, int]] = {}    # (context, d) -> (next try, wait)
-        self.picks: Counter = Counter()                                  # d -> calls it was picked for
+        self.incumbent: dict[tuple, int] = {}                  # context -> the d in use
+        self.rates: dict[tuple, dict[int, list[float]]] = {}  # context -> {d: the last tokens/s}
+        self.calls: dict[tuple, int] = {}                      # context -> calls so far
+        self.retry: dict[tuple, tuple[int, int]] = {}          # (*context, d) -> (next try, wait)
+        self.picks: Counter = Counter()                        # d -> calls it was picked for
 
     @staticmethod
-    def context(row_tokens: int, rows: int) -> tuple[int, int]:
-        """Calls that share a policy estimate: the row length and the rows rounded up to a power of two."""
-        return row_tokens, 1 << max(rows - 1, 0).bit_length()
+    def context(row_tokens: int, rows: int, unit: str = "call") -> tuple[str, int, int]:
+        """Calls that share a policy estimate: the unit timed (a whole `generate` "call", or one "round" of
+        continuous batching), and the row length and the rows, each rounded up to a power of two."""
+        return unit, _power_of_two(row_tokens), _power_of_two(rows)
 
-    def best(self, context: tuple[int, int]) -> int:
+    def best(self, context: tuple[str, int, int]) -> int:
         """The draft count in use in `context` (1 before any is measured)."""
         return self.incumbent.get(context, 1)
 
-    def choose(self, row_tokens: int, rows: int) -> int:
-        """Drafts per row for the next call of `rows` rows of `row_tokens` tokens (1 = static decoding)."""
-        ctx = self.context(row_tokens, rows)
+    def choose(self, row_tokens: int, rows: int, unit: str = "call") -> int:
+        """Drafts per row for the next call (or round) of `rows` rows of `row_tokens` tokens (1 = static)."""
+        ctx = self.context(row_tokens, rows, unit)
         calls, best = self.calls.get(ctx, 0), self.best(ctx)
         self.calls[ctx] = calls + 1
         pick = best
@@ -74,9 +79,11 @@ class CostAwareDrafts:
         self.picks[pick] += 1
         return pick
 
-    def observe(self, row_tokens: int, rows: int, drafts: int, tokens: int, seconds: float) -> None:
-        """A call of `rows` rows with `drafts` drafts per row decoded `tokens` answer tokens in `seconds`."""
-        ctx = self.context(row_tokens, rows)
+    def observe(self, row_tokens: int, rows: int, drafts: int, tokens: int, seconds: float,
+                unit: str = "call") -> None:
+        """A call (or round) of `rows` rows with `drafts` drafts per row decoded `tokens` answer tokens in
+        `seconds`."""
+        ctx = self.context(row_tokens, rows, unit)
         table = self.rates.setdefault(ctx, {})
         table[drafts] = (table.get(drafts, []) + [tokens / max(seconds, 1e-12)])[-self.window:]
         held = self.best(ctx)
@@ -96,9 +103,14 @@ class CostAwareDrafts:
                 wait = min(max(2 * wait, math.ceil(loss / self.explore_cost)), 16 * self.explore_every)
             self.retry[(*ctx, drafts)] = (self.calls.get(ctx, 0) + wait, wait)
 
-    def estimates(self, row_tokens: int, rows: int) -> dict[int, float]:
-        """{d: median tokens/s} measured in the context of such a call."""
-        return {d: _median(r) for d, r in sorted(self.rates.get(self.context(row_tokens, rows), {}).items())}
+    def estimates(self, row_tokens: int, rows: int, unit: str = "call") -> dict[int, float]:
+        """{d: median tokens/s} measured in the context of such a call (or round)."""
+        ctx = self.context(row_tokens, rows, unit)
+        return {d: _median(r) for d, r in sorted(self.rates.get(ctx, {}).items())}
+
+
+def _power_of_two(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
 
 
 def _median(values: list[float]) -> float:

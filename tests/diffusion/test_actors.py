@@ -71,3 +71,29 @@ def test_continuous_batching_lets_requests_join_a_running_batch(ray_local, tmp_p
         assert torch.equal(r["sequence"], alone.sequences[0]) and r["nfe"] == int(alone.nfe[0])
     assert max(r["batch_size"] for r in results) <= 3
     assert joined > 0 and joined == 10 - sum(batches)  # rows of any length joined running batches
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("continuous", [False, True])
+def test_a_draft_policy_in_the_defaults_learns_in_each_actor_and_keeps_static_answers(ray_local, tmp_path,
+                                                                                    continuous):
+    from raylab.diffusion.actors import DecoderPool
+    from raylab.diffusion.drafts import CostAwareDrafts
+    from raylab.diffusion.model import TinyMDLM
+
+    random_transformer(7).float().save(tmp_path)
+    load = functools.partial(TinyMDLM.load, tmp_path, torch.float64)
+    g = torch.Generator().manual_seed(2)
+    prompts = [torch.randint(0, MASK, (n,), generator=g) for n in (3, 2, 4, 3, 5, 2, 3, 4)]
+    opts = {**DEFAULTS, "draft_policy": CostAwareDrafts(4)}
+    pool = DecoderPool(load, num_actors=1, defaults=opts, max_batch=3, max_wait_s=0.05, num_cpus=0.5,
+                       continuous=continuous)
+    try:
+        results = ray.get([pool.submit(p) for p in prompts])
+        sizes = pool.batch_sizes()
+    finally:
+        pool.shutdown()
+    local = load()
+    for p, r in zip(prompts, results):
+        assert torch.equal(r["sequence"], generate(local, p[None], **{**DEFAULTS, "method": "static"}).sequences[0])
+    assert max(sizes) > 1  # one policy object per actor: requests still share batches

@@ -177,11 +177,11 @@ def test_cost_aware_drafts_climb_to_k_when_rows_are_free_and_stay_static_when_th
         policy = CostAwareDrafts(4, clock=model.clock)
         picks = []
         for _ in range(40):
-            d = policy.best(policy.context(3 + 12, 4))
+            d = policy.best(policy.context(3 + 12, 4))  # what the call will run (a pick between explorations)
             out = generate(model, prompt, method="freedave", draft_steps=4, draft_policy=policy, **kw)
             assert torch.equal(out.sequences, static.sequences)  # whatever it picks
             picks.append(d)
-        best = policy.best((15, 4))
+        best = policy.best(policy.context(15, 4))
         if per_row == 0.0:  # fewer calls are faster: it climbs until more drafts save no call (k's count)
             assert best > 1 and picks[-20:] == [best] * 20 and out.forward_calls == fixed.forward_calls
         else:  # a round over R*d rows never pays here: static stays best, and its calls are static's own
@@ -199,10 +199,10 @@ def test_cost_aware_drafts_search_climbs_to_the_peak_and_backs_off_from_losers()
         policy.observe(20, 4, d, 100, 100 / rate[d])
         picks.append(d)
     assert picks[:4] == [1, 2, 3, 4]  # static first, then up while it pays, until 4 loses
-    assert policy.best((20, 4)) == 3 and set(picks) == {1, 2, 3, 4}  # 5 and above never tried
+    assert policy.best(policy.context(20, 4)) == 3 and set(picks) == {1, 2, 3, 4}  # 5 and above never tried
     off_peak = sum(d != 3 for d in picks[200:])
     assert 0 < off_peak <= 4  # each losing neighbour is retried after waits that doubled up to 128 calls
-    assert policy.context(20, 3) == policy.context(20, 4) != policy.context(20, 5)  # rows round up to 2^n
+    assert policy.context(20, 3) == policy.context(30, 4) != policy.context(20, 5)  # both round up to 2^n
     # timing noise (+-5% a call) where two drafts lose 5% to static: static stays in use nearly always
     noisy, g = CostAwareDrafts(8), torch.Generator().manual_seed(0)
     picks = []
@@ -211,12 +211,40 @@ def test_cost_aware_drafts_search_climbs_to_the_peak_and_backs_off_from_losers()
         true = {1: 10.0, 2: 9.5}.get(d, 9.0 - d / 4)
         noisy.observe(20, 16, d, 100, 100 / (true * (1 + 0.1 * (float(torch.rand((), generator=g)) - 0.5))))
         picks.append(d)
-    assert noisy.best((20, 16)) == 1 and sum(d != 1 for d in picks) <= 20
+    assert noisy.best(noisy.context(20, 16)) == 1 and sum(d != 1 for d in picks) <= 20
     with pytest.raises(ValueError, match="max_drafts: must be >= 1"):
         CostAwareDrafts(0)
     with pytest.raises(ValueError, match="draft_policy: picks the drafts itself"):
         generate(MODEL, torch.tensor([[1, 2]]), gen_length=4, mask_token_id=MASK, adaptive_drafts=True,
                  draft_policy=policy)
+
+
+def test_cost_aware_drafts_per_round_in_continuous_batching():
+    from raylab.diffusion.decoding import decode_stream
+    from raylab.diffusion.drafts import CostAwareDrafts
+
+    prompts = torch.randint(0, MASK, (40, 3), generator=torch.Generator().manual_seed(9))
+    kw = dict(method="freedave", gen_length=8, block_length=4, draft_steps=4, mask_token_id=MASK)
+    static = generate(MODEL, prompts, **{**kw, "method": "static"}).sequences
+    for per_call, per_row in ((1.0, 0.0), (0.0, 1.0)):
+        model = CostedModel(per_call, per_row)
+        policy = CostAwareDrafts(4, clock=model.clock)
+        queue, finished = list(prompts[4:]), {}
+
+        def join():  # rows join whenever fewer than 4 decode: rounds of 3-4 rows (one context)
+            taken = [queue.pop(0) for _ in range(min(len(queue), 4 - (len(prompts) - len(queue) - len(finished))))]
+            return taken
+
+        def done(index, sequence, nfe, decode_step):
+            finished[index] = sequence
+
+        decode_stream(model, prompts[:4], join=join, done=done, draft_policy=policy, **kw)
+        assert all(torch.equal(finished[i], static[i]) for i in range(len(prompts)))  # whatever it picks
+        rounds = policy.context(3 + 8, 4, "round")  # rows of 11 tokens, 3 or 4 of them: (round, 16, 4)
+        assert policy.calls[rounds] > 40  # the rounds asked it (all but the tail, where fewer rows are left)
+        assert policy.best(rounds) > 1 if per_row == 0.0 else policy.best(rounds) == 1
+    with pytest.raises(ValueError, match="draft_policy: picks the drafts itself"):
+        decode_stream(MODEL, prompts[:1], join=list, done=print, token_budget=10, draft_policy=policy, **kw)
 
 
 @pytest.mark.parametrize("method", ["static", "freedave"])
