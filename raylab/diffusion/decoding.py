@@ -451,15 +451,16 @@ def _rows_now(s: _State) -> torch.Tensor:
 
 
 def draft_order(confident: tuple[torch.Tensor, torch.Tensor], answer: torch.Tensor, block: torch.Tensor,
-                mask_token_id: int, eager: bool, fill_start: bool = False
+                mask_token_id: int, eager: bool, fill_start: bool = False, scored: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(positions in drafting order, how many can be drafted, argmax tokens), from the `confidences` of the
     current states. Not eager: the current block's masked tokens by confidence. Eager: then those of the
     following blocks, block by block, each by the same logits' confidence (drafts across a block boundary;
     verification keeps the output static's). `fill_start`: each untouched block's first token leads its block
-    (as static fills it)."""
+    (as static fills it). `scored`: `scores(confident, answer, ...)`'s confidences when already known."""
     if not eager:
-        conf, token = scores(confident, answer, block, mask_token_id, fill_start)
+        conf, token = (scored, confident[1]) if scored is not None else scores(confident, answer, block,
+                                                                                mask_token_id, fill_start)
         return ranking(conf), (conf > -torch.inf).sum(dim=1), token
     logp, token = confident
     if fill_start:
@@ -497,7 +498,7 @@ def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budg
     logits = _call(s, rows, s.answer[rows])
     _commit(s, torch.arange(len(rows), device=rows.device))
     s.nfe[rows] += 1
-    confident = confidences(logits, s.mask_id)  # of the rows' current states
+    confident, scored = confidences(logits, s.mask_id), None  # of the rows' current states (scored: see _draft_round)
     while len(rows) or len(new := s.admit()):
         new = s.admit() if len(rows) else new  # rows that join now get their first forward in this round's call
         if want is not None:
@@ -507,10 +508,10 @@ def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budg
         if policy is not None:
             d, started = policy.choose(row_tokens, R, "round"), _clock(policy, s.answer)
         if d == 1 or not len(rows):
-            rows, confident, advanced = _static_round(s, rows, confident, new)
+            (rows, confident, advanced), scored = _static_round(s, rows, confident, new), None
         else:
-            rows, confident, advanced = _draft_round(s, rows, confident, new, k, d, eager, want,
-                                                     token_budget and max(R, token_budget // row_tokens))
+            rows, confident, scored, advanced = _draft_round(s, rows, confident, scored, new, k, d, eager, want,
+                                                             token_budget and max(R, token_budget // row_tokens))
         if policy is not None:
             policy.observe(row_tokens, R, d, advanced, _clock(policy, s.answer) - started, "round")
 
@@ -546,14 +547,16 @@ def _static_round(s: _State, rows: torch.Tensor, confident: tuple, new: torch.Te
     return rows, confident, len(answer)
 
 
-def _draft_round(s: _State, rows: torch.Tensor, confident: tuple, new: torch.Tensor, k: int, d: int, eager: bool,
-                 want: torch.Tensor | None, rows_allowed: int | None) -> tuple[torch.Tensor, tuple, int]:
+def _draft_round(s: _State, rows: torch.Tensor, confident: tuple, scored: torch.Tensor | None, new: torch.Tensor,
+                 k: int, d: int, eager: bool, want: torch.Tensor | None, rows_allowed: int | None) -> tuple:
     """One FreeDave round: up to d (of k) drafts per row (fewer where `want` says, cut to `rows_allowed` rows fed),
     verified in one forward that also gives the joining rows `new` their first: (the rows still going and the
-    joining ones, their confidences (of each going row's last accepted draft), tokens fixed)."""
+    joining ones, their confidences (of each going row's last accepted draft), the scores of those confidences
+    when the round computed them (the successor check scores every verified draft: the next round's ranking
+    starts from them) else None, tokens fixed)."""
     steps = torch.arange(k, device=rows.device)
     answer = s.answer[rows]
-    order, available, token = draft_order(confident, answer, s.block, s.mask_id, eager, s.fill_start)
+    order, available, token = draft_order(confident, answer, s.block, s.mask_id, eager, s.fill_start, scored)
     order = order[:, :k]                                                # (R, k)
     n_drafts = available.clamp(max=d)                                   # m_r
     if want is not None:
@@ -569,18 +572,17 @@ def _draft_round(s: _State, rows: torch.Tensor, confident: tuple, new: torch.Ten
     nfe = s.nfe[rows]
     accepted = torch.ones_like(n_drafts)
     if len(r_idx) or len(new):
-        verified = _with_new(s, rows[r_idx], drafts[r_idx, j_idx], new)
-        # ok[r, j]: draft j+1 equals the static successor of draft j, i.e. the most confident decodable token
-        # of draft j is the one draft j+1 adds, with the same token. Only drafts with a next draft need it (a
-        # row's last draft is verified for its logits alone).
+        fed = drafts[r_idx, j_idx]
+        verified = _with_new(s, rows[r_idx], fed, new)
+        # ok[r, j]: draft j+1 exists and equals the static successor of draft j, i.e. the most confident
+        # decodable token of draft j is the one draft j+1 adds, with the same token (a row's last draft is
+        # verified for its logits alone)
         ok = torch.zeros(len(rows), k, dtype=torch.bool, device=answer.device)
-        check = (j_idx + 1 < n_drafts[r_idx]).nonzero().squeeze(1)
-        if len(check):
-            rc, jc = r_idx[check], j_idx[check]
-            conf, successor_token = scores((verified[0][check], verified[1][check]), drafts[rc, jc], s.block,
-                                           s.mask_id, s.fill_start)
-            pos, added = conf.argmax(dim=1), order[rc, jc + 1]  # argmax: the first of equals, as static
-            ok[rc, jc] = (pos == added) & (successor_token.gather(1, pos[:, None]).squeeze(1) == token[rc, added])
+        conf, successor_token = scores((verified[0][:len(r_idx)], verified[1][:len(r_idx)]), fed, s.block,
+                                       s.mask_id, s.fill_start)
+        pos, added = conf.argmax(dim=1), order[r_idx, (j_idx + 1).clamp(max=k - 1)]  # argmax: first of equals
+        ok[r_idx, j_idx] = ((j_idx + 1 < n_drafts[r_idx]) & (pos == added)
+                            & (successor_token.gather(1, pos[:, None]).squeeze(1) == token[r_idx, added]))
         accepted = 1 + ok[:, :-1].long().cumprod(dim=1).sum(dim=1)
         if want is not None:
             want[rows] = torch.where(accepted >= n_drafts, 2 * n_drafts, accepted + 1).clamp(1, k)
@@ -597,9 +599,10 @@ def _draft_round(s: _State, rows: torch.Tensor, confident: tuple, new: torch.Ten
     kept = torch.cat([(v.cumsum(dim=0) - v + accepted - 1)[going],
                       torch.arange(len(new), device=rows.device) + len(r_idx)])  # joining rows come last
     if not len(kept):
-        return rows[:0], (confident[0][:0], confident[1][:0]), int(accepted.sum())
+        return rows[:0], (confident[0][:0], confident[1][:0]), None, int(accepted.sum())
     _commit(s, kept)
-    return torch.cat([rows[going], new]), (verified[0][kept], verified[1][kept]), int(accepted.sum())
+    scored = None if len(new) else conf[kept]  # a going row's state is its verified draft: already scored
+    return torch.cat([rows[going], new]), (verified[0][kept], verified[1][kept]), scored, int(accepted.sum())
 
 
 def _clock(policy: CostAwareDrafts, like: torch.Tensor) -> float:

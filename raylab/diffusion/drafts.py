@@ -17,7 +17,8 @@ and d + 1 are tried, each once to begin with and then again after a wait of call
 neighbour that loses has its wait doubled (from `explore_every`), and made at least loss / `explore_cost`
 calls (a neighbour 30% slower is retried after 30 calls or more, so that retries cost about 1% of the time),
 up to 16 times `explore_every` (so a change of load is still noticed). Whichever d has a median above the one
-in use by more than `margin` (3%: one lucky call does not flip the choice) takes over, and its own neighbours
+in use by more than `margin` (3%), over at least `min_samples` calls (2; a neighbour that looks better after
+one call is measured again at once), takes over, and its own neighbours
 are tried in turn, so the search climbs to the best d wherever it is. Throughput against d rises to a peak and
 falls (deeper drafts verify less often, and their rows cost as much), which is what a local search needs.
 
@@ -38,7 +39,7 @@ from typing import Callable
 
 class CostAwareDrafts:
     def __init__(self, max_drafts: int = 8, *, window: int = 8, explore_every: int = 8, margin: float = 0.03,
-                 explore_cost: float = 0.01, clock: Callable[[], float] = time.perf_counter):
+                 explore_cost: float = 0.01, min_samples: int = 2, clock: Callable[[], float] = time.perf_counter):
         if max_drafts < 1:
             raise ValueError(f"max_drafts: must be >= 1, got {max_drafts}")
         if window < 1:
@@ -50,7 +51,7 @@ class CostAwareDrafts:
         if explore_cost <= 0:
             raise ValueError(f"explore_cost: must be > 0, got {explore_cost}")
         self.k, self.window, self.explore_every, self.clock = max_drafts, window, explore_every, clock
-        self.margin, self.explore_cost = margin, explore_cost
+        self.margin, self.explore_cost, self.min_samples = margin, explore_cost, max(1, min_samples)
         self.incumbent: dict[tuple, int] = {}                  # context -> the d in use
         self.rates: dict[tuple, dict[int, list[float]]] = {}  # context -> {d: the last tokens/s}
         self.calls: dict[tuple, int] = {}                      # context -> calls so far
@@ -91,17 +92,21 @@ class CostAwareDrafts:
             return
         # another d takes over only when its median beats the incumbent's by `margin` (one lucky call of a
         # neighbour, or a noisy one of the incumbent, does not flip the choice)
-        rival = max((d for d in table if d != held), key=lambda d: (_median(table[d]), -d), default=None)
+        rivals = [d for d in table if d != held and len(table[d]) >= self.min_samples]
+        rival = max(rivals, key=lambda d: (_median(table[d]), -d), default=None)
         if rival is not None and _median(table[rival]) > (1 + self.margin) * _median(table[held]):
             self.incumbent[ctx] = rival
         if drafts != held:  # an explored neighbour: try it again soon if it won, later and later if it lost
-            wait = self.retry.get((*ctx, drafts), (0, self.explore_every // 2))[1]
+            wait, calls = self.retry.get((*ctx, drafts), (0, self.explore_every // 2))[1], self.calls.get(ctx, 0)
             if self.best(ctx) == drafts:
                 wait = self.explore_every
+            elif len(table[drafts]) < self.min_samples and _median(table[drafts]) > _median(table[held]):
+                self.retry[(*ctx, drafts)] = (calls, wait)  # promising on too few calls: measured again next
+                return
             else:  # doubled, and long enough that retrying costs about `explore_cost` of the time
                 loss = 1.0 - _median(table[drafts]) / _median(table[self.best(ctx)])
                 wait = min(max(2 * wait, math.ceil(loss / self.explore_cost)), 16 * self.explore_every)
-            self.retry[(*ctx, drafts)] = (self.calls.get(ctx, 0) + wait, wait)
+            self.retry[(*ctx, drafts)] = (calls + wait, wait)
 
     def estimates(self, row_tokens: int, rows: int, unit: str = "call") -> dict[int, float]:
         """{d: median tokens/s} measured in the context of such a call (or round)."""

@@ -198,7 +198,7 @@ def test_cost_aware_drafts_search_climbs_to_the_peak_and_backs_off_from_losers()
         d = policy.choose(20, 4)
         policy.observe(20, 4, d, 100, 100 / rate[d])
         picks.append(d)
-    assert picks[:4] == [1, 2, 3, 4]  # static first, then up while it pays, until 4 loses
+    assert picks[:6] == [1, 2, 2, 3, 3, 4]  # static first, then up while it pays (twice each), until 4 loses
     assert policy.best(policy.context(20, 4)) == 3 and set(picks) == {1, 2, 3, 4}  # 5 and above never tried
     off_peak = sum(d != 3 for d in picks[200:])
     assert 0 < off_peak <= 4  # each losing neighbour is retried after waits that doubled up to 128 calls
