@@ -29,11 +29,11 @@ wall clock, through the two scheduling rules of `DecoderActor` with at most `--m
 (whatever has arrived when the decoder is free, left-padded, run to completion by `generate`) and
 `continuous` (`decode_stream`: arrived requests join between forwards, each leaves when done), for each
 `--model` (the first batch size's model setting) and method static / freedave / freedave_cost (a fresh policy
-per scheduling rule, warmed up with it: per call batch by batch, per round in continuous batching). Each
-method and rule first serves the whole stream once untimed (warm-up; the policy learns there). Reported:
-requests/s (requests over the time from the first arrival to the last answer), mean / median / p95 latency
-(answer time minus arrival), and whether both rules gave every request the same sequence. Ray's transport is
-not in it.
+per scheduling rule: per call batch by batch, per round in continuous batching). Each method and rule first
+serves the whole stream once untimed (warm-up; the policies learn there), then `--repeats` replays of each,
+interleaved, their order reversed every other time. Reported, as medians over the replays: requests/s
+(requests over the time from the first arrival to the last answer), mean / median / p95 latency (answer time
+minus arrival); and whether both rules gave every request the same sequence. Ray's transport is not in it.
 """
 from __future__ import annotations
 
@@ -205,24 +205,30 @@ def serving(args, ctx) -> tuple[dict, list]:
         vocab = sorted(set(prompts.flatten().tolist()) | set(range(min(64, opts["mask_token_id"]))))
         vocab = [t for t in vocab if t != opts["mask_token_id"]]
         stream = [(t, p.to(args.device)) for t, p in request_stream(vocab, args.requests, lengths, args.rate, seed=3)]
-        for method in ("static", "freedave", "freedave_cost"):
-            got = {}
-            for rule in ("batches", "continuous"):
-                kw = {**{k: v for k, v in opts.items() if k != "block_layout"}, **method_options(method, args)}
-                serve(model, stream, args.max_batch, rule == "continuous", kw)  # warm-up
-                answers, latency, seconds = serve(model, stream, args.max_batch, rule == "continuous", kw)
+        keys = [(m, rule) for m in ("static", "freedave", "freedave_cost") for rule in ("batches", "continuous")]
+        kw = {key: {**{k: v for k, v in opts.items() if k != "block_layout"}, **method_options(key[0], args)}
+              for key in keys}  # one policy per method and rule
+        for key in keys:  # warm-up: the whole stream once (the policies learn here)
+            serve(model, stream, args.max_batch, key[1] == "continuous", kw[key])
+        runs, got = {key: [] for key in keys}, {}
+        for i in range(args.repeats):  # replays interleaved, the order reversed every other time
+            for key in keys if i % 2 == 0 else keys[::-1]:
+                answers, latency, seconds = serve(model, stream, args.max_batch, key[1] == "continuous", kw[key])
                 lat = sorted(latency)
-                got[rule] = answers
-                row = {"requests_per_s": len(stream) / seconds, "latency_mean_s": sum(lat) / len(lat),
-                       "latency_p50_s": lat[len(lat) // 2], "latency_p95_s": lat[int(0.95 * (len(lat) - 1))]}
-                results[f"{spec}/{method}/{rule}"] = {"model": label, **row}
-                table_rows.append([label, method, rule, row["requests_per_s"], 1e3 * row["latency_mean_s"],
-                                   1e3 * row["latency_p50_s"], 1e3 * row["latency_p95_s"]])
-            same = all(torch.equal(a, b) for a, b in zip(got["batches"], got["continuous"]))
+                runs[key].append({"requests_per_s": len(stream) / seconds, "latency_mean_s": sum(lat) / len(lat),
+                                  "latency_p50_s": lat[len(lat) // 2],
+                                  "latency_p95_s": lat[int(0.95 * (len(lat) - 1))]})
+                got[key] = answers
+        for method, rule in keys:
+            row = {stat: statistics.median(r[stat] for r in runs[(method, rule)]) for stat in runs[(method, rule)][0]}
+            same = all(torch.equal(a, b) for a, b in zip(got[(method, "batches")], got[(method, "continuous")]))
+            results[f"{spec}/{method}/{rule}"] = {"model": label, **row, "replays": runs[(method, rule)]}
             results[f"{spec}/{method}/same_answers"] = same
-            for row in table_rows[-2:]:
-                row.append("yes" if same else "NO")
-            print(f"{label} {method}: " + ", ".join(f"{r[2]} {r[3]:.1f} req/s" for r in table_rows[-2:]), flush=True)
+            table_rows.append([label, method, rule, row["requests_per_s"], 1e3 * row["latency_mean_s"],
+                               1e3 * row["latency_p50_s"], 1e3 * row["latency_p95_s"], "yes" if same else "NO"])
+            if rule == "continuous":
+                print(f"{label} {method}: " + ", ".join(f"{r[2]} {r[3]:.1f} req/s" for r in table_rows[-2:]),
+                      flush=True)
     return results, table_rows
 
 
