@@ -18,9 +18,9 @@ neighbour that loses has its wait doubled (from `explore_every`), and made at le
 calls (a neighbour 30% slower is retried after 30 calls or more, so that retries cost about 1% of the time),
 up to 16 times `explore_every` (so a change of load is still noticed). Whichever d has a median above the one
 in use by more than `margin` (3%), over at least `min_samples` calls (2; a neighbour that looks better after
-one call is measured again at once), takes over, and its own neighbours
-are tried in turn, so the search climbs to the best d wherever it is. Throughput against d rises to a peak and
-falls (deeper drafts verify less often, and their rows cost as much), which is what a local search needs.
+one call is measured again at once), takes over, and its own neighbours are tried in turn, so the search
+climbs to the best d wherever it is. Throughput against d rises to a peak and falls (deeper drafts verify less
+often, and their rows cost as much), which is what a local search needs.
 
 Continuous batching (`decode_stream`, where rows join and leave between forwards, so there is no call to time)
 asks per round instead: the unit is one FreeDave round (its wall time, bookkeeping included, and the tokens it
