@@ -489,9 +489,9 @@ def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budg
     (rows x sequence length), but never fewer rows than there are sequences (static's cost); drafts are cut
     proportionally to fit. Any number of drafts verifies to the same output.
 
-    `policy` (`CostAwareDrafts`; continuous batching, where there is no call to time): each round drafts at most
-    the policy's pick for a round of that many rows, and the round (its wall time and the tokens it advanced)
-    is reported to it; one draft per row is a static step."""
+    `policy` (`CostAwareDrafts`; continuous batching, where there is no call to time): rounds go in segments of
+    `policy.rounds` with one draft count, the policy's pick for a round of that many rows; each segment (its
+    wall time and the tokens it advanced) is reported to it; one draft per row is a static step."""
     k = min(k, s.answer.shape[1], s.answer.shape[1] if eager else s.L)  # not eager: drafts stay inside a block
     want = torch.full_like(s.nfe, k) if adaptive else None  # drafts each row will make
     rows = s.active()
@@ -499,6 +499,7 @@ def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budg
     _commit(s, torch.arange(len(rows), device=rows.device))
     s.nfe[rows] += 1
     confident, scored = confidences(logits, s.mask_id), None  # of the rows' current states (scored: see _draft_round)
+    segment = [0]  # with a policy: [rounds left, draft count, row length, rows, tokens, seconds]
     while len(rows) or len(new := s.admit()):
         new = s.admit() if len(rows) else new  # rows that join now get their first forward in this round's call
         if want is not None:
@@ -506,14 +507,21 @@ def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budg
         row_tokens = s.prompt.shape[1] + s.answer.shape[1]  # (a longer prompt joining widens every row)
         d, R = k, len(rows) + len(new)
         if policy is not None:
-            d, started = policy.choose(row_tokens, R, "round"), _clock(policy, s.answer)
+            if not segment[0]:  # a new segment: `policy.rounds` rounds with one draft count, timed together
+                segment[:] = [policy.rounds, policy.choose(row_tokens, R, "round"), row_tokens, R, 0, 0.0]
+            d, started = segment[1], _clock(policy, s.answer)
         if d == 1 or not len(rows):
             (rows, confident, advanced), scored = _static_round(s, rows, confident, new), None
         else:
             rows, confident, scored, advanced = _draft_round(s, rows, confident, scored, new, k, d, eager, want,
                                                              token_budget and max(R, token_budget // row_tokens))
         if policy is not None:
-            policy.observe(row_tokens, R, d, advanced, _clock(policy, s.answer) - started, "round")
+            segment[0] -= 1
+            segment[4] += advanced
+            segment[5] += _clock(policy, s.answer) - started
+            if not segment[0] or not len(rows):  # (a segment also ends when the batch empties)
+                policy.observe(segment[2], segment[3], segment[1], segment[4], segment[5], "round")
+                segment[0] = 0
 
 
 def _with_new(s: _State, rows: torch.Tensor, answers: torch.Tensor, new: torch.Tensor) -> tuple:

@@ -23,8 +23,9 @@ climbs to the best d wherever it is. Throughput against d rises to a peak and fa
 often, and their rows cost as much), which is what a local search needs.
 
 Continuous batching (`decode_stream`, where rows join and leave between forwards, so there is no call to time)
-asks per round instead: the unit is one FreeDave round (its wall time, bookkeeping included, and the tokens it
-advanced), d = 1 is a round of one draft per row, i.e. a static step.
+asks per segment of `rounds` (8) FreeDave rounds instead: a segment runs one d, and its wall time (bookkeeping
+included) and the tokens it advanced are the measurement (one round, a few milliseconds, is too noisy a
+unit); d = 1 is a round of one draft per row, i.e. a static step.
 
 What it learns stays in the object, so a long-lived policy (one per served model) pays the search once. The
 output never depends on it (any number of drafts verifies to static's output); only NFE and speed do.
@@ -39,7 +40,8 @@ from typing import Callable
 
 class CostAwareDrafts:
     def __init__(self, max_drafts: int = 8, *, window: int = 8, explore_every: int = 8, margin: float = 0.03,
-                 explore_cost: float = 0.01, min_samples: int = 2, clock: Callable[[], float] = time.perf_counter):
+                 explore_cost: float = 0.01, min_samples: int = 2, rounds: int = 8,
+                 clock: Callable[[], float] = time.perf_counter):
         if max_drafts < 1:
             raise ValueError(f"max_drafts: must be >= 1, got {max_drafts}")
         if window < 1:
@@ -48,10 +50,13 @@ class CostAwareDrafts:
             raise ValueError(f"explore_every: must be >= 1, got {explore_every}")
         if margin < 0:
             raise ValueError(f"margin: must be >= 0, got {margin}")
+        if rounds < 1:
+            raise ValueError(f"rounds: must be >= 1, got {rounds}")
         if explore_cost <= 0:
             raise ValueError(f"explore_cost: must be > 0, got {explore_cost}")
         self.k, self.window, self.explore_every, self.clock = max_drafts, window, explore_every, clock
         self.margin, self.explore_cost, self.min_samples = margin, explore_cost, max(1, min_samples)
+        self.rounds = rounds  # continuous batching: rounds decoded with one pick, timed together
         self.incumbent: dict[tuple, int] = {}                  # context -> the d in use
         self.rates: dict[tuple, dict[int, list[float]]] = {}  # context -> {d: the last tokens/s}
         self.calls: dict[tuple, int] = {}                      # context -> calls so far

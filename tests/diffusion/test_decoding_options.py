@@ -241,7 +241,7 @@ def test_cost_aware_drafts_per_round_in_continuous_batching():
         decode_stream(model, prompts[:4], join=join, done=done, draft_policy=policy, **kw)
         assert all(torch.equal(finished[i], static[i]) for i in range(len(prompts)))  # whatever it picks
         rounds = policy.context(3 + 8, 4, "round")  # rows of 11 tokens, 3 or 4 of them: (round, 16, 4)
-        assert policy.calls[rounds] > 40  # the rounds asked it (all but the tail, where fewer rows are left)
+        assert policy.calls[rounds] >= 40 // policy.rounds  # a pick per segment of 8 rounds (all but the tail)
         assert policy.best(rounds) > 1 if per_row == 0.0 else policy.best(rounds) == 1
     with pytest.raises(ValueError, match="draft_policy: picks the drafts itself"):
         decode_stream(MODEL, prompts[:1], join=list, done=print, token_budget=10, draft_policy=policy, **kw)
