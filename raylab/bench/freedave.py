@@ -29,8 +29,8 @@ wall clock, through the two scheduling rules of `DecoderActor` with at most `--m
 (whatever has arrived when the decoder is free, left-padded, run to completion by `generate`) and
 `continuous` (`decode_stream`: arrived requests join between forwards, each leaves when done), for each
 `--model` (the first batch size's model setting) and method static / freedave / freedave_cost (a fresh policy
-per scheduling rule: per call batch by batch, per round in continuous batching). Each method and rule first
-serves the whole stream once untimed (warm-up; the policies learn there), then `--repeats` replays of each,
+per scheduling rule: per call batch by batch, per segment of 8 rounds in continuous batching). Each method and
+rule first serves the whole stream once untimed (warm-up; the policies learn there), then `--repeats` replays,
 interleaved, their order reversed every other time. Reported, as medians over the replays: requests/s
 (requests over the time from the first arrival to the last answer), mean / median / p95 latency (answer time
 minus arrival); and whether both rules gave every request the same sequence. Ray's transport is not in it.

@@ -16,7 +16,7 @@ run in a worker thread so that requests keep arriving): requests with the batch'
 length (left padding, widened when a longer prompt joins), join it between forwards while it has fewer than
 `max_batch` rows, and each result is returned as its row ends (plain forwards only: options with a cache or the
 absolute layout run batch by batch). A `draft_policy` (`raylab.diffusion.drafts.CostAwareDrafts`) in the
-defaults is the actor's own copy: it learns from that actor's calls (batch by batch) or rounds (continuous).
+defaults is the actor's own copy: it learns from that actor's calls (batch by batch) or segments of rounds (continuous).
 Every sequence of a batch decodes exactly as it would alone (see the decoding tests), so batching changes
 speed, never answers. The pool deals requests to its actors in turn.
 """

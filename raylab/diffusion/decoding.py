@@ -304,7 +304,7 @@ def decode_stream(model: Callable, prompt_ids: torch.Tensor, *, join: Callable[[
     left-padded already (`prompt_lengths` its rows' real lengths), and a longer joining prompt widens the padding
     of every row. Each row's result equals `generate` on it alone (the same rules, one row's logits never depend
     on another's). Plain forwards only (answer layout, no caches). `draft_policy` picks FreeDave's drafts per
-    row round by round (see `raylab.diffusion.drafts`). Returns the number of rows decoded."""
+    row segment by segment of rounds (see `raylab.diffusion.drafts`). Returns the number of rows decoded."""
     block_length = block_length or gen_length
     vocab, ctx = model_limits(model)
     check_inputs(prompt_ids, gen_length=gen_length, block_length=block_length, draft_steps=draft_steps,
