@@ -126,6 +126,16 @@ def check_inputs(prompt_ids: torch.Tensor, *, gen_length: int, block_length: int
         raise ValueError("prompt_ids: shifted logits need a prompt of at least one token")
 
 
+def check_policy(policy: CostAwareDrafts | None, draft_steps: int, adaptive: bool, token_budget: int | None):
+    """A draft policy picks the drafts itself, up to draft_steps: one-line errors where the options disagree."""
+    if policy is None:
+        return
+    if adaptive or token_budget is not None:
+        raise ValueError("draft_policy: picks the drafts itself (not with adaptive_drafts or token_budget)")
+    if policy.k != draft_steps:  # its picks above draft_steps would all run draft_steps: a search over equals
+        raise ValueError(f"draft_policy: its max_drafts {policy.k} is not draft_steps {draft_steps}")
+
+
 def model_limits(model) -> tuple[int | None, int | None]:
     """(vocab size, context length) when the model says them (attributes, or a Hugging Face config)."""
     cfg = getattr(model, "config", None)
@@ -243,8 +253,7 @@ def generate(model: Callable, prompt_ids: torch.Tensor, *, method: Method = "fre
                  block_layout=block_layout, eos_token_id=eos_token_id, stop_on_eos_block=stop_on_eos_block)
     if token_budget is not None and token_budget < 1:
         raise ValueError(f"token_budget: must be >= 1, got {token_budget}")
-    if draft_policy is not None and (adaptive_drafts or token_budget is not None):
-        raise ValueError("draft_policy: picks the drafts itself (not with adaptive_drafts or token_budget)")
+    check_policy(draft_policy, draft_steps, adaptive_drafts, token_budget)
     B, P = prompt_ids.shape
     if prompt_lengths is not None:
         prompt_lengths = torch.as_tensor(prompt_lengths, device=prompt_ids.device)
@@ -311,8 +320,7 @@ def decode_stream(model: Callable, prompt_ids: torch.Tensor, *, join: Callable[[
                  threshold=threshold, mask_token_id=mask_token_id, vocab_size=vocab, max_length=ctx,
                  shifted_logits=shifted_logits, method=method, attention=attention, eos_token_id=eos_token_id,
                  stop_on_eos_block=stop_on_eos_block)
-    if draft_policy is not None and (adaptive_drafts or token_budget is not None):
-        raise ValueError("draft_policy: picks the drafts itself (not with adaptive_drafts or token_budget)")
+    check_policy(draft_policy, draft_steps, adaptive_drafts, token_budget)
     B, P = prompt_ids.shape
     if prompt_lengths is not None:
         prompt_lengths = torch.as_tensor(prompt_lengths, device=prompt_ids.device)
@@ -499,29 +507,31 @@ def _freedave(s: _State, k: int, eager: bool, adaptive: bool = False, token_budg
     _commit(s, torch.arange(len(rows), device=rows.device))
     s.nfe[rows] += 1
     confident, scored = confidences(logits, s.mask_id), None  # of the rows' current states (scored: see _draft_round)
-    segment = [0]  # with a policy: [rounds left, draft count, row length, rows, tokens, seconds]
-    while len(rows) or len(new := s.admit()):
-        new = s.admit() if len(rows) else new  # rows that join now get their first forward in this round's call
+    left = 0  # with a policy: rounds left in the segment, which runs `d` drafts and is timed as a whole
+    while True:
+        new = s.admit()  # rows that join now get their first forward in this round's call
+        if not len(rows) and not len(new):
+            break
         if want is not None:
             want = torch.cat([want, torch.full_like(new, k)])
         row_tokens = s.prompt.shape[1] + s.answer.shape[1]  # (a longer prompt joining widens every row)
         d, R = k, len(rows) + len(new)
         if policy is not None:
-            if not segment[0]:  # a new segment: `policy.rounds` rounds with one draft count, timed together
-                segment[:] = [policy.rounds, policy.choose(row_tokens, R, "round"), row_tokens, R, 0, 0.0]
-            d, started = segment[1], _clock(policy, s.answer)
+            if not left:
+                left, context, tokens, seconds = policy.rounds, (row_tokens, R), 0, 0.0
+                d_segment = policy.choose(row_tokens, R, "round")
+            d, started = d_segment, _clock(policy, s.answer)
         if d == 1 or not len(rows):
             (rows, confident, advanced), scored = _static_round(s, rows, confident, new), None
         else:
+            budget = None if token_budget is None else max(R, token_budget // row_tokens)
             rows, confident, scored, advanced = _draft_round(s, rows, confident, scored, new, k, d, eager, want,
-                                                             token_budget and max(R, token_budget // row_tokens))
+                                                             budget)
         if policy is not None:
-            segment[0] -= 1
-            segment[4] += advanced
-            segment[5] += _clock(policy, s.answer) - started
-            if not segment[0] or not len(rows):  # (a segment also ends when the batch empties)
-                policy.observe(segment[2], segment[3], segment[1], segment[4], segment[5], "round")
-                segment[0] = 0
+            left, tokens, seconds = left - 1, tokens + advanced, seconds + _clock(policy, s.answer) - started
+            if not left or not len(rows):  # (a segment also ends when the batch empties)
+                policy.observe(*context, d_segment, tokens, seconds, "round")
+                left = 0
 
 
 def _with_new(s: _State, rows: torch.Tensor, answers: torch.Tensor, new: torch.Tensor) -> tuple:
@@ -604,8 +614,9 @@ def _draft_round(s: _State, rows: torch.Tensor, confident: tuple, scored: torch.
     s.release()
     going = (s.answer[rows] == s.mask_id).any(dim=1)  # a going row's last accepted draft was verified
     v = verify.sum(dim=1)
-    kept = torch.cat([(v.cumsum(dim=0) - v + accepted - 1)[going],
-                      torch.arange(len(new), device=rows.device) + len(r_idx)])  # joining rows come last
+    kept = (v.cumsum(dim=0) - v + accepted - 1)[going]
+    if len(new):  # joining rows come last in the call
+        kept = torch.cat([kept, torch.arange(len(new), device=rows.device) + len(r_idx)])
     if not len(kept):
         return rows[:0], (confident[0][:0], confident[1][:0]), None, int(accepted.sum())
     _commit(s, kept)

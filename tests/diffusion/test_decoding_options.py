@@ -217,9 +217,11 @@ def test_cost_aware_drafts_search_climbs_to_the_peak_and_backs_off_from_losers()
     with pytest.raises(ValueError, match="draft_policy: picks the drafts itself"):
         generate(MODEL, torch.tensor([[1, 2]]), gen_length=4, mask_token_id=MASK, adaptive_drafts=True,
                  draft_policy=policy)
+    with pytest.raises(ValueError, match="draft_policy: its max_drafts 8 is not draft_steps 4"):
+        generate(MODEL, torch.tensor([[1, 2]]), gen_length=4, mask_token_id=MASK, draft_policy=policy)
 
 
-def test_cost_aware_drafts_per_round_in_continuous_batching():
+def test_cost_aware_drafts_per_segment_of_rounds_in_continuous_batching():
     from raylab.diffusion.decoding import decode_stream
     from raylab.diffusion.drafts import CostAwareDrafts
 
@@ -232,8 +234,7 @@ def test_cost_aware_drafts_per_round_in_continuous_batching():
         queue, finished = list(prompts[4:]), {}
 
         def join():  # rows join whenever fewer than 4 decode: rounds of 3-4 rows (one context)
-            taken = [queue.pop(0) for _ in range(min(len(queue), 4 - (len(prompts) - len(queue) - len(finished))))]
-            return taken
+            return [queue.pop(0) for _ in range(min(len(queue), 4 - (len(prompts) - len(queue) - len(finished))))]
 
         def done(index, sequence, nfe, decode_step):
             finished[index] = sequence
