@@ -124,5 +124,7 @@ def _power_of_two(n: int) -> int:
 
 
 def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2]
+    """The median (of an even count, the mean of the middle two: the upper one alone made a neighbour measured
+    twice, one lucky call and one poor, look as good as its lucky call)."""
+    ordered, half = sorted(values), len(values) // 2
+    return ordered[half] if len(ordered) % 2 else (ordered[half - 1] + ordered[half]) / 2

@@ -212,6 +212,11 @@ def test_cost_aware_drafts_search_climbs_to_the_peak_and_backs_off_from_losers()
         noisy.observe(20, 16, d, 100, 100 / (true * (1 + 0.1 * (float(torch.rand((), generator=g)) - 0.5))))
         picks.append(d)
     assert noisy.best(noisy.context(20, 16)) == 1 and sum(d != 1 for d in picks) <= 20
+    # a neighbour measured twice, one lucky call (+40%) and one poor (-40%), does not take over from static
+    fair = CostAwareDrafts(8)
+    for rate in (10.0, 14.0, 6.0):
+        fair.observe(20, 4, fair.choose(20, 4), 100, 100 / rate)
+    assert fair.picks == {1: 1, 2: 2} and fair.best(fair.context(20, 4)) == 1
     with pytest.raises(ValueError, match="max_drafts: must be >= 1"):
         CostAwareDrafts(0)
     with pytest.raises(ValueError, match="draft_policy: picks the drafts itself"):
